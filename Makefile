@@ -1,0 +1,44 @@
+# The two commands that set up a fresh machine: `make demo` and `make test`.
+# Both create .venv with Python 3.11 and install the package into it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= results
+
+.PHONY: demo test lint typecheck pytest test-slow bench reproduce clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# the CPU build of torch first, so that no dependency can pull another torch
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]" "torch==2.13.0"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pairloss demo --out $(OUT)
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks --out benchmarks/results
+
+reproduce: $(STAMP)
+	$(BIN)/pairloss reproduce --all --quick --out $(OUT)
+
+clean:
+	rm -rf $(VENV) build dist site .mypy_cache .ruff_cache src/*.egg-info

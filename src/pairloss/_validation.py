@@ -1,0 +1,72 @@
+"""Input checks shared by every loss and metric: a clear ``ValueError`` instead of a silent wrong answer."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_tensor(x: object, name: str) -> Tensor:
+    """Return ``x`` if it is a tensor, else raise ``TypeError``-like ``ValueError`` naming the argument."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_floating(x: Tensor, name: str, *, ndim: int | None = None, finite: bool = True) -> Tensor:
+    """Check that ``x`` is a floating-point tensor with ``ndim`` dimensions and (optionally) only finite values."""
+    check_tensor(x, name)
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if finite and x.numel() > 0 and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    return x
+
+
+def check_embeddings(embeddings: Tensor, name: str = "embeddings") -> Tensor:
+    """Check a ``[N, D]`` finite floating-point embedding matrix with ``N >= 1`` and ``D >= 1``."""
+    check_floating(embeddings, name, ndim=2)
+    if embeddings.shape[0] == 0:
+        raise ValueError(f"{name} is empty: a batch needs at least one sample")
+    if embeddings.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature, got shape {tuple(embeddings.shape)}")
+    return embeddings
+
+
+def check_labels(labels: Tensor, n: int, name: str = "labels", *, device: torch.device | None = None) -> Tensor:
+    """Check class labels for ``n`` samples: a 1-D integer tensor ``[n]`` or a 2-D multi-hot tensor ``[n, C]``.
+
+    Multi-hot labels (bool, integer or float 0/1) mean "similar when at least one label is shared".
+    Returns the labels on ``device`` when given.
+    """
+    check_tensor(labels, name)
+    if labels.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D class ids or 2-D multi-hot, got shape {tuple(labels.shape)}")
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} entries but there are {n} embeddings")
+    if labels.ndim == 1 and (labels.is_floating_point() or labels.is_complex()):
+        raise ValueError(f"{name} must be integer class ids, got dtype {labels.dtype}")
+    if labels.ndim == 2 and labels.is_floating_point() and labels.numel() > 0:
+        if not bool(((labels == 0) | (labels == 1)).all()):
+            raise ValueError(f"multi-hot {name} must contain only 0 and 1")
+    if device is not None and labels.device != device:
+        labels = labels.to(device)
+    return labels
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Check a scalar hyper-parameter is positive (or non-negative with ``allow_zero``)."""
+    if not (value > 0 or (allow_zero and value == 0)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    """Check that ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value

@@ -1,0 +1,221 @@
+"""The reproduction harness shared by every recipe: seeds, resume, results.json, table.md and figure.png.
+
+A recipe module defines one :class:`Recipe`. ``run_recipe`` runs it for ``seeds`` seeds and writes, under
+``out/NAME/``:
+
+* ``results.json``: the config, the environment, every finished seed's metrics and the aggregate (mean, std, n);
+* ``table.md``: the aggregate as a Markdown table (rows = methods, columns = metrics, ``mean ± std``);
+* ``figure.png``: the recipe's own figure.
+
+A run that was interrupted resumes: seeds already in ``results.json`` with the same config are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pairloss.progress import Reporter
+
+__all__ = ["Recipe", "RecipeResult", "SeedResult", "aggregate", "markdown_table", "run_recipe"]
+
+#: Per-seed metrics: ``{row (method): {metric: value}}``.
+Metrics = dict[str, dict[str, float]]
+
+
+@dataclass
+class SeedResult:
+    """What one seed of a recipe returns: a metrics table and any extra data the figure needs (JSON-able)."""
+
+    metrics: Metrics
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RecipeResult:
+    """Everything a recipe run produced (also the content of ``results.json``)."""
+
+    name: str
+    config: dict[str, Any]
+    seeds: dict[int, SeedResult]
+    summary: dict[str, dict[str, dict[str, float]]]
+    out_dir: Path
+
+    @property
+    def table_path(self) -> Path:
+        return self.out_dir / "table.md"
+
+    @property
+    def figure_path(self) -> Path:
+        return self.out_dir / "figure.png"
+
+    @property
+    def results_path(self) -> Path:
+        return self.out_dir / "results.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One paper's reproduction.
+
+    Attributes:
+        name: the CLI name (``pairloss reproduce NAME``).
+        title: one line for ``pairloss reproduce --list``.
+        paper: the paper reproduced.
+        claim: the claim tested, in one sentence.
+        config: the full configuration; ``quick`` overrides some keys for ``--quick``.
+        run_seed: ``(config, seed, reporter) -> SeedResult``.
+        make_figure: ``(result, path) -> None`` writes the PNG.
+        verdict: optional ``(result) -> str``: a sentence saying whether the claim held, printed and stored.
+    """
+
+    name: str
+    title: str
+    paper: str
+    claim: str
+    config: Mapping[str, Any]
+    quick: Mapping[str, Any]
+    run_seed: Callable[[dict[str, Any], int, Reporter], SeedResult]
+    make_figure: Callable[[RecipeResult, Path], None]
+    verdict: Callable[[RecipeResult], str] | None = None
+
+    def resolve_config(self, quick: bool, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The configuration of a run: defaults, then the quick overrides, then explicit overrides."""
+        config = dict(self.config)
+        if quick:
+            config.update(self.quick)
+        if overrides:
+            unknown = set(overrides) - set(config)
+            if unknown:
+                raise ValueError(f"unknown config keys for recipe {self.name!r}: {sorted(unknown)}")
+            config.update(overrides)
+        config["quick"] = quick
+        return config
+
+
+def aggregate(seeds: Mapping[int, SeedResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean, sample standard deviation and count of every (row, metric) over seeds (NaN values are skipped)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for result in seeds.values():
+        for row, metrics in result.metrics.items():
+            for metric, value in metrics.items():
+                values.setdefault(row, {}).setdefault(metric, []).append(float(value))
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for row, metrics in values.items():
+        summary[row] = {}
+        for metric, vals in metrics.items():
+            finite = np.array([v for v in vals if math.isfinite(v)], dtype=float)
+            summary[row][metric] = {
+                "mean": float(finite.mean()) if finite.size else float("nan"),
+                "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                "n": int(finite.size),
+            }
+    return summary
+
+
+def _format(mean: float, std: float, n: int) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    digits = 4 if abs(mean) < 10 else 2
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def markdown_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """The aggregate as a Markdown table: one row per method, one column per metric, ``mean ± std``."""
+    metrics: list[str] = []
+    for row in summary.values():
+        metrics.extend(m for m in row if m not in metrics)
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for name, row in summary.items():
+        cells = [_format(row[m]["mean"], row[m]["std"], int(row[m]["n"])) if m in row else "–" for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def environment() -> dict[str, Any]:
+    """Where a result was measured."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def _load_finished(path: Path, config: Mapping[str, Any]) -> dict[int, SeedResult]:
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    if saved.get("config") != json.loads(json.dumps(config)):
+        return {}
+    return {int(seed): SeedResult(**entry) for seed, entry in saved.get("per_seed", {}).items()}
+
+
+def _write(result: RecipeResult, recipe: Recipe, verdict: str | None) -> None:
+    payload = {
+        "name": recipe.name,
+        "title": recipe.title,
+        "paper": recipe.paper,
+        "claim": recipe.claim,
+        "verdict": verdict,
+        "config": result.config,
+        "environment": environment(),
+        "per_seed": {str(s): {"metrics": r.metrics, "extra": r.extra} for s, r in sorted(result.seeds.items())},
+        "summary": result.summary,
+    }
+    tmp = result.results_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(result.results_path)
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    out: Path | str = "results",
+    seeds: int = 3,
+    quick: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    reporter: Reporter | None = None,
+) -> RecipeResult:
+    """Run (or resume) ``recipe`` for seeds ``0 .. seeds-1`` and write results.json, table.md and figure.png."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    reporter = reporter or Reporter()
+    config = recipe.resolve_config(quick, overrides)
+    out_dir = Path(out) / recipe.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished = {s: r for s, r in _load_finished(out_dir / "results.json", config).items() if s < seeds}
+    result = RecipeResult(recipe.name, config, finished, aggregate(finished), out_dir)
+    todo = [s for s in range(seeds) if s not in finished]
+    if finished:
+        reporter.log(f"[dim]{recipe.name}: resuming, seeds {sorted(finished)} already finished[/dim]")
+    with reporter.session():
+        for seed in reporter.track(todo, f"{recipe.name}: seeds", total=len(todo)):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            result.seeds[seed] = recipe.run_seed(dict(config), seed, reporter)
+            result.summary = aggregate(result.seeds)
+            _write(result, recipe, None)
+    verdict = recipe.verdict(result) if recipe.verdict else None
+    _write(result, recipe, verdict)
+    table = markdown_table(result.summary)
+    if verdict:
+        table += f"\n{verdict}\n"
+    result.table_path.write_text(table)
+    recipe.make_figure(result, result.figure_path)
+    return result
