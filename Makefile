@@ -6,20 +6,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= results
 
-.PHONY: demo test lint typecheck pytest test-slow bench reproduce clean
+.PHONY: demo test lint typecheck pytest docs test-slow bench reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the CPU build of torch first, so that no dependency can pull another torch
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]" "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]" "torch==2.13.0"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/pairloss demo --out $(OUT)
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -31,10 +30,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]" "torch==2.13.0"
 	$(BIN)/python -m benchmarks --out benchmarks/results
 
 reproduce: $(STAMP)

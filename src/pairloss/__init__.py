@@ -1,6 +1,6 @@
 """pairloss: pairwise losses for metric learning and learning to rank, on a memory-bounded row-block engine."""
 
-from pairloss import functional, losses, similarity
+from pairloss import functional, losses, metrics, similarity
 from pairloss.losses import *  # noqa: F403  (the loss classes are the package's main API)
 from pairloss.similarity import CosineSimilarity, DotProductSimilarity, LpDistance, NegSquaredEuclideanSimilarity
 
@@ -14,6 +14,7 @@ __all__ = [
     "__version__",
     "functional",
     "losses",
+    "metrics",
     "similarity",
 ]
 __all__ += losses.__all__

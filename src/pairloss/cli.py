@@ -34,7 +34,7 @@ def demo(
     loss: Annotated[
         list[str] | None, typer.Option(help="Loss to train with (repeatable); default: three standard losses.")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per loss.")] = 30,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per loss.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
 ) -> None:
@@ -42,6 +42,22 @@ def demo(
     from pairloss.demo import DEFAULT_LOSSES, run_demo
 
     run_demo(losses=loss or list(DEFAULT_LOSSES), epochs=epochs, seed=seed, out=out, console=console)
+
+
+@app.command()
+def train(
+    loss: Annotated[str, typer.Option(help="Loss to train with (one of the demo losses).")] = "contrastive",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=2, help="Global batch size (all processes together).")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train on digits 0–4 and evaluate on 5–9; under `torchrun --nproc-per-node N` the batch spans the processes."""
+    from pairloss.training.launch import train_digits
+
+    result = train_digits(loss=loss, epochs=epochs, batch_size=batch_size, seed=seed)
+    if result.metrics:
+        console.print({name: round(value, 4) for name, value in result.metrics.items()})
+        console.print(f"trained on {result.world_size} process(es)")
 
 
 @app.command()

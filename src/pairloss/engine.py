@@ -17,8 +17,9 @@ A loss only writes its row function: ``PairBlock -> Tensor[m]`` (the block's sum
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -28,7 +29,9 @@ from pairloss.pairs import label_masks
 from pairloss.similarity import BaseSimilarity
 
 __all__ = [
+    "CROSS_RANK",
     "DEFAULT_MEMORY_BUDGET",
+    "CrossRankHook",
     "PairBlock",
     "RowFunction",
     "auto_block_size",
@@ -54,7 +57,7 @@ class PairBlock:
         query: the block's prepared embeddings ``[b, D]`` (for losses that also use them directly).
         reference: the prepared references ``[M, D]``.
         params: extra differentiable tensors the loss passed in (learnable margins, proxies, ...).
-        self_pairs: whether the references are the queries themselves.
+        self_pairs: whether the references contain the queries themselves (then self-pairs are masked out).
     """
 
     sim: Tensor
@@ -72,6 +75,23 @@ class PairBlock:
 RowFunction = Callable[[PairBlock], Tensor]
 
 
+class CrossRankHook(Protocol):
+    """How the engine spans several processes (implemented by :mod:`pairloss.distributed`).
+
+    ``gather`` returns the global reference set (with a gradient path back to each owner), its labels, and the offset
+    of this rank's rows in it; ``reduce`` sums the row statistics of all ranks.
+    """
+
+    def gather(self, prepared: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]: ...
+
+    def reduce(self, sums: Tensor) -> Tensor: ...
+
+
+#: Set by :func:`pairloss.distributed.cross_rank_pairs`: while set, the engine uses the local rows as anchors
+#: against the batch of every rank, and returns the statistics summed over ranks.
+CROSS_RANK: ContextVar[CrossRankHook | None] = ContextVar("pairloss_cross_rank", default=None)
+
+
 def auto_block_size(n_rows: int, n_columns: int, element_size: int, budget: int, working_copies: int) -> int:
     """Largest block of rows whose ``working_copies`` temporaries of ``[b, n_columns]`` fit in ``budget`` bytes."""
     per_row = max(1, n_columns * element_size * working_copies)
@@ -84,16 +104,15 @@ class _Plan:
     similarity: BaseSimilarity
     query_labels: Tensor
     reference_labels: Tensor
-    self_pairs: bool
+    self_offset: int | None
     block_size: int
 
     def blocks(self, n: int) -> list[tuple[int, int]]:
         return [(start, min(start + self.block_size, n)) for start in range(0, n, self.block_size)]
 
     def block_sums(self, query_block: Tensor, reference: Tensor, rows: Tensor, params: Sequence[Tensor]) -> Tensor:
-        positive, negative = label_masks(
-            self.query_labels[rows], self.reference_labels, rows if self.self_pairs else None
-        )
+        self_columns = None if self.self_offset is None else rows + self.self_offset
+        positive, negative = label_masks(self.query_labels[rows], self.reference_labels, self_columns)
         block = PairBlock(
             sim=self.similarity.pairwise(query_block, reference),
             positive=positive,
@@ -104,7 +123,7 @@ class _Plan:
             query=query_block,
             reference=reference,
             params=tuple(params),
-            self_pairs=self.self_pairs,
+            self_pairs=self.self_offset is not None,
         )
         sums = self.row_fn(block)
         if sums.ndim != 1:
@@ -164,13 +183,21 @@ def _prepare(
     query_labels: Tensor,
     reference: Tensor | None,
     reference_labels: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
+    hook: CrossRankHook | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int | None]:
     if (reference is None) != (reference_labels is None):
         raise ValueError("ref_emb and ref_labels must be given together")
     q = similarity.prepare(query)
     if reference is None or reference_labels is None:
-        return q, q, query_labels, query_labels, True
-    return q, similarity.prepare(reference), query_labels, reference_labels, False
+        if hook is None:
+            return q, q, query_labels, query_labels, 0
+        r, r_labels, offset = hook.gather(q, query_labels)
+        return q, r, query_labels, r_labels, offset
+    r = similarity.prepare(reference)
+    if hook is None:
+        return q, r, query_labels, reference_labels, None
+    r, r_labels, _ = hook.gather(r, reference_labels)
+    return q, r, query_labels, r_labels, None
 
 
 def row_block_sums(
@@ -201,16 +228,19 @@ def row_block_sums(
         working_copies: how many ``[b, M]`` temporaries the row function holds at once (for the automatic size).
 
     Returns:
-        The summed statistics ``T`` (1-D), differentiable w.r.t. ``query``, ``reference`` and ``params``.
+        The summed statistics ``T`` (1-D), differentiable w.r.t. ``query``, ``reference`` and ``params``. Inside
+        :func:`pairloss.distributed.cross_rank_pairs`, the local rows are the anchors, the batches of all ranks are
+        the references, and ``T`` is summed over ranks.
     """
-    q, r, q_labels, r_labels, self_pairs = _prepare(similarity, query, query_labels, reference, reference_labels)
+    hook = CROSS_RANK.get()
+    q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels, hook)
     if block_size is None:
         block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), memory_budget, working_copies)
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    plan = _Plan(row_fn, similarity, q_labels, r_labels, self_pairs, block_size)
+    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, block_size)
     result: Tensor = _RowBlockSums.apply(plan, q, r, *params)
-    return result
+    return result if hook is None else hook.reduce(result)
 
 
 def dense_row_sums(
@@ -224,7 +254,7 @@ def dense_row_sums(
     params: Sequence[Tensor] = (),
 ) -> Tensor:
     """The same sums as :func:`row_block_sums` from the whole ``N×M`` matrix under plain autograd (a reference)."""
-    q, r, q_labels, r_labels, self_pairs = _prepare(similarity, query, query_labels, reference, reference_labels)
-    plan = _Plan(row_fn, similarity, q_labels, r_labels, self_pairs, q.shape[0])
+    q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels)
+    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, q.shape[0])
     rows = torch.arange(q.shape[0], device=q.device)
     return plan.block_sums(q, r, rows, params)

@@ -40,8 +40,7 @@ def label_masks(
     positive = same_label(query_labels, reference_labels)
     negative = ~positive
     if rows is not None:
-        self_pair = torch.zeros_like(positive)
-        self_pair[torch.arange(rows.numel(), device=rows.device), rows] = True
-        positive = positive & ~self_pair
-        negative = negative & ~self_pair
+        anchors = torch.arange(rows.numel(), device=rows.device)
+        positive[anchors, rows] = False
+        negative[anchors, rows] = False  # a multi-hot sample without labels shares none with itself
     return positive, negative

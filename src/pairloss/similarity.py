@@ -24,15 +24,7 @@ __all__ = [
     "DotProductSimilarity",
     "LpDistance",
     "NegSquaredEuclideanSimilarity",
-    "safe_sqrt",
 ]
-
-
-def safe_sqrt(value: Tensor) -> Tensor:
-    """``sqrt(max(value, 0))`` whose gradient is 0 (not inf/NaN) where ``value <= 0``, as ``torch.cdist`` does."""
-    positive = value > 0
-    root = torch.sqrt(torch.where(positive, value, torch.ones_like(value)))
-    return torch.where(positive, root, torch.zeros_like(value))
 
 
 class BaseSimilarity(ABC):
@@ -114,8 +106,8 @@ class NegSquaredEuclideanSimilarity(BaseSimilarity):
 class LpDistance(BaseSimilarity):
     """``d(q, r) = ‖q − r‖_p ** power`` on L2-normalised embeddings by default (PML's ``LpDistance``).
 
-    For ``p = 2`` the distance comes from one matmul, ``‖q‖² + ‖r‖² − 2 q·r``, clamped at 0 with a zero gradient
-    there (like ``torch.cdist``); other ``p`` use ``torch.cdist`` on the block.
+    Computed by ``torch.cdist`` on the block (one matmul and a fused backward for ``p = 2``, a zero gradient at
+    zero distance); ``power = 2`` with ``p = 2`` uses ``‖q‖² + ‖r‖² − 2 q·r`` clamped at 0 and skips the root.
     """
 
     is_inverted = False
@@ -128,13 +120,9 @@ class LpDistance(BaseSimilarity):
         self.power = power
 
     def pairwise(self, query: Tensor, reference: Tensor) -> Tensor:
-        if self.p == 2:
-            squared = _squared_euclidean(query, reference)
-            if self.power == 2:
-                return squared.clamp_min(0)
-            distance = safe_sqrt(squared)
-        else:
-            distance = torch.cdist(query, reference, p=self.p)
+        if self.p == 2 and self.power == 2:
+            return _squared_euclidean(query, reference).clamp_min(0)
+        distance = torch.cdist(query, reference, p=self.p)
         return distance if self.power == 1 else distance**self.power
 
     def __repr__(self) -> str:

@@ -26,6 +26,9 @@ class PairLoss(nn.Module):
     formula: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     family: ClassVar[str] = ""
+    #: True when the value is a function of row-block engine sums only, so that
+    #: :class:`pairloss.distributed.CrossRankLoss` can split the anchors across ranks (see ``pairloss.distributed``).
+    supports_cross_rank: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[PairLoss]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -59,9 +62,7 @@ def check_pair_inputs(
     if ref_emb is not None and ref_labels is not None:
         check_embeddings(ref_emb, "ref_emb")
         if ref_emb.shape[1] != embeddings.shape[1]:
-            raise ValueError(
-                f"ref_emb has {ref_emb.shape[1]} features but embeddings have {embeddings.shape[1]}"
-            )
+            raise ValueError(f"ref_emb has {ref_emb.shape[1]} features but embeddings have {embeddings.shape[1]}")
         if ref_emb.dtype != embeddings.dtype:
             raise ValueError(f"ref_emb dtype {ref_emb.dtype} differs from embeddings dtype {embeddings.dtype}")
         ref_labels = check_labels(ref_labels, ref_emb.shape[0], "ref_labels", device=embeddings.device)

@@ -1,20 +1,49 @@
 """Standard metric-learning losses on the row-block engine.
 
 Class names, arguments and defaults follow pytorch-metric-learning (PML) 2.x; with the default reduction each
-value equals PML's on the same input. Every function takes ``(embeddings, labels, ref_emb=None, ref_labels=None)``.
+value equals PML's on the same input. Every function takes
+``(embeddings, labels, ref_emb=None, ref_labels=None)`` except :func:`npairs_loss` (no reference set, as in
+PML). Deliberate differences from PML are listed in each docstring and in ``docs/losses-metric.md``.
+
+All losses but N-pairs are row-decomposable and run on :func:`pairloss.engine.row_block_sums`: each row
+function returns a handful of sums (loss totals and counts) over its block of anchors, and the reduction
+(PML's ``MeanReducer``, ``AvgNonZeroReducer`` or ``DivisorReducer``) is applied to the sums
+afterwards, so the value does not depend on the block size.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from pairloss.engine import PairBlock, row_block_sums
+from pairloss._validation import check_choice
+from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, row_block_sums
 from pairloss.losses.base import EmbeddingLoss, check_pair_inputs, mean_of_active
-from pairloss.similarity import BaseSimilarity, LpDistance
+from pairloss.similarity import BaseSimilarity, CosineSimilarity, DotProductSimilarity, LpDistance
 
-__all__ = ["ContrastiveLoss", "contrastive_loss"]
+__all__ = [
+    "CircleLoss",
+    "ContrastiveLoss",
+    "GeneralizedLiftedStructureLoss",
+    "LiftedStructureLoss",
+    "MarginLoss",
+    "MultiSimilarityLoss",
+    "NPairsLoss",
+    "NTXentLoss",
+    "SupConLoss",
+    "TripletMarginLoss",
+    "circle_loss",
+    "contrastive_loss",
+    "generalized_lifted_structure_loss",
+    "lifted_structure_loss",
+    "margin_loss",
+    "multi_similarity_loss",
+    "npairs_loss",
+    "ntxent_loss",
+    "supcon_loss",
+    "triplet_margin_loss",
+]
 
 
 def contrastive_loss(
@@ -34,23 +63,39 @@ def contrastive_loss(
 
         L = mean_{(i,j) ∈ P, ℓ>0} [d_ij − m_pos]_+  +  mean_{(i,j) ∈ N, ℓ>0} [m_neg − d_ij]_+
 
-    where each mean runs over the ordered pairs whose loss is positive (PML's ``AvgNonZeroReducer``); a similarity
-    flips the signs (``[m_pos − s_ij]_+`` and ``[s_ij − m_neg]_+``). A batch without positive (or negative) pairs
-    contributes 0 for that term.
+    where each mean runs over the ordered pairs whose loss is positive (PML's ``AvgNonZeroReducer``); a
+    similarity flips the signs (``[m_pos − s_ij]_+`` and ``[s_ij − m_neg]_+``). A batch without positive (or
+    negative) pairs contributes 0 for that term.
     """
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     distance = distance if distance is not None else LpDistance()
 
+    # Given which pairs are active, each sum is linear in the scores: Σ [d − m]_+ = Σ_active d − m·#active.
+    # So the row needs two boolean masks and two masked sums (accumulated in float64), nothing else.
+    sign = -1.0 if distance.is_inverted else 1.0
+
     def row(block: PairBlock) -> Tensor:
-        zero = torch.zeros((), dtype=block.sim.dtype, device=block.sim.device)
-        pos_loss = torch.where(block.positive, F.relu(distance.margin(block.sim, pos_margin)), zero)
-        neg_loss = torch.where(block.negative, F.relu(distance.margin(neg_margin, block.sim)), zero)
-        return torch.stack(
-            [pos_loss.sum(), (pos_loss > 0).sum().to(zero), neg_loss.sum(), (neg_loss > 0).sum().to(zero)]
-        )
+        d = block.sim
+        with torch.no_grad():
+            pos_active = (d < pos_margin if distance.is_inverted else d > pos_margin).logical_and_(block.positive)
+            neg_active = (d > neg_margin if distance.is_inverted else d < neg_margin).logical_and_(block.negative)
+        n_pos = pos_active.count_nonzero().double()
+        n_neg = neg_active.count_nonzero().double()
+        pos_sum = torch.where(pos_active, d, 0.0).sum().double()
+        neg_sum = torch.where(neg_active, d, 0.0).sum().double()
+        pos_total = sign * (pos_sum - pos_margin * n_pos)
+        neg_total = sign * (neg_margin * n_neg - neg_sum)
+        return torch.stack([pos_total, n_pos, neg_total, n_neg])
 
     sums = row_block_sums(
-        row, embeddings, labels, ref_emb, ref_labels, similarity=distance, block_size=block_size, working_copies=6
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        block_size=block_size,
+        working_copies=6,
     )
     return mean_of_active(sums[0], sums[1]) + mean_of_active(sums[2], sums[3])
 
@@ -64,6 +109,7 @@ class ContrastiveLoss(EmbeddingLoss):
     formula = "mean_{P,>0}[d_ij − m_pos]_+ + mean_{N,>0}[m_neg − d_ij]_+"
     paper = "Hadsell, Chopra, LeCun. Dimensionality reduction by learning an invariant mapping. CVPR 2006"
     family = "metric"
+    supports_cross_rank = True
 
     def __init__(
         self,
@@ -92,6 +138,1006 @@ class ContrastiveLoss(EmbeddingLoss):
             ref_labels,
             pos_margin=self.pos_margin,
             neg_margin=self.neg_margin,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+TRIPLET_MINING = ("all", "semihard", "batch_hard")
+
+
+def _masked_logsumexp(x: Tensor, mask: Tensor, add_one: bool) -> Tensor:
+    """Per row ``log(Σ_{j ∈ mask} exp(x_j) [+ 1])``; an empty row gives 0 (PML's ``lmu.logsumexp``).
+
+    Masked entries become ``−inf`` *before* ``exp``, so neither the value nor the gradient sees them (no NaN).
+    """
+    masked = x.masked_fill(~mask, float("-inf"))
+    empty = ~mask.any(dim=1)
+    shift = masked.amax(dim=1, keepdim=True).detach()
+    shift = shift.clamp_min(0) if add_one else shift.masked_fill(empty[:, None], 0.0)
+    total = torch.exp(masked.sub_(shift)).sum(dim=1)
+    shift = shift.squeeze(1)
+    total = total + (torch.exp(-shift) if add_one else empty.to(total.dtype))
+    return shift + torch.log(total)
+
+
+def _log1p_sum_exp_and_grad(
+    s: Tensor, scale: float, base: float, mask: Tensor, with_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Per row ``r_i = (1/|scale|) log(1 + Σ_{j ∈ mask} exp(scale (s_ij − base)))`` and, if asked, ``∂r_i/∂s_ij``.
+
+    Runs without autograd in a few in-place passes over one ``[b, M]`` buffer; the derivative is
+    ``sign(scale) · exp(scale (s_ij − base)) / (1 + Σ_j exp(...))`` on ``mask`` and 0 elsewhere.
+    """
+    x = torch.sub(s, base).mul_(scale)
+    x = torch.where(mask, x, torch.tensor(float("-inf"), dtype=x.dtype, device=x.device), out=x)
+    shift = x.amax(dim=1, keepdim=True).clamp_min_(0)
+    terms = x.sub_(shift).exp_()
+    denominator = terms.sum(dim=1, keepdim=True).add_(torch.exp(-shift))
+    value = (shift + torch.log(denominator)).squeeze(1) / abs(scale)
+    if not with_grad:
+        return value, None
+    return value, terms.div_(denominator).mul_(1.0 if scale > 0 else -1.0)
+
+
+def _farness(sim: Tensor, distance: BaseSimilarity) -> Tensor:
+    """Scores as "larger = farther": the distance itself, or ``−s`` for a similarity."""
+    return -sim if distance.is_inverted else sim
+
+
+def _counts(block: PairBlock, like: Tensor) -> list[Tensor]:
+    """``[#positive pairs, #negative pairs, #anchors]`` of a block, to append to its sums."""
+    return [
+        block.positive.count_nonzero().to(like),
+        block.negative.count_nonzero().to(like),
+        torch.tensor(float(block.rows.numel()), dtype=like.dtype, device=like.device),
+    ]
+
+
+def _zero_unless(keep: Tensor, value: Tensor) -> Tensor:
+    """``value`` where ``keep`` else an exact 0 that still carries a (zero) gradient."""
+    return torch.where(keep, value, torch.zeros_like(value))
+
+
+def _generic_pair_keep(n_positive: Tensor, n_negative: Tensor) -> Tensor:
+    """PML's ``GenericPairLoss`` gives 0 when the batch has at most one positive and one negative pair."""
+    return (n_positive > 1) | (n_negative > 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Triplet margin loss
+# ----------------------------------------------------------------------------------------------------
+
+
+def _sorted_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool) -> RowFunction:
+    """All (or all semi-hard) hinge triplets of a row in O(M log M): sort the negatives, then prefix sums.
+
+    For anchor a and positive p the active negatives are those with ``d_an < d_ap + m`` (and ``d_an > d_ap``
+    for semi-hard), a contiguous range ``[lo, hi)`` of the sorted negative distances, so
+    ``Σ_n [d_ap − d_an + m]_+ = (hi − lo)(d_ap + m) − (prefix[hi] − prefix[lo])``. Everything is in float64.
+    """
+
+    def row(block: PairBlock) -> Tensor:
+        far = _farness(block.sim, distance).to(torch.float64)
+        negatives = far.masked_fill(~block.negative, float("inf")).sort(dim=1).values
+        prefix = F.pad(negatives.cumsum(dim=1), (1, 0))
+        threshold = far + margin
+        sorted_keys = negatives.detach()
+        hi = torch.searchsorted(sorted_keys, threshold.detach(), side="left")
+        if semihard:
+            lo = torch.minimum(torch.searchsorted(sorted_keys, far.detach(), side="right"), hi)
+            count = hi - lo
+            total = count * threshold - (prefix.gather(1, hi) - prefix.gather(1, lo))
+        else:
+            count = hi
+            total = count * threshold - prefix.gather(1, hi)
+        total = total.masked_fill(~block.positive, 0.0).sum()
+        return torch.stack([total, count.masked_fill(~block.positive, 0).sum().to(total)])
+
+    return row
+
+
+def _dense_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool, smooth: bool) -> RowFunction:
+    """Every triplet of a block explicitly, ``[b, M, M]``: for the smooth (softplus) loss (no sort trick)."""
+
+    def row(block: PairBlock) -> Tensor:
+        far = _farness(block.sim, distance)
+        violation = far[:, :, None] - far[:, None, :] + margin
+        keep = block.positive[:, :, None] & block.negative[:, None, :]
+        if semihard:
+            keep = keep & (violation >= 0) & (violation < margin)
+        loss = F.softplus(violation) if smooth else F.relu(violation)
+        loss = loss.masked_fill(~keep, 0.0)
+        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss)])
+
+    return row
+
+
+def _batch_hard_row(distance: BaseSimilarity, margin: float, smooth: bool) -> RowFunction:
+    """One triplet per anchor: its farthest positive and its closest negative (Hermans et al. 2017)."""
+
+    def row(block: PairBlock) -> Tensor:
+        far = _farness(block.sim, distance)
+        valid = block.positive.any(dim=1) & block.negative.any(dim=1)
+        hardest_positive = far.masked_fill(~block.positive, float("-inf")).amax(dim=1)
+        hardest_negative = far.masked_fill(~block.negative, float("inf")).amin(dim=1)
+        violation = _zero_unless(valid, hardest_positive - hardest_negative + margin)
+        loss = _zero_unless(valid, F.softplus(violation) if smooth else F.relu(violation))
+        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss)])
+
+    return row
+
+
+def triplet_margin_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    margin: float = 0.05,
+    swap: bool = False,
+    smooth_loss: bool = False,
+    triplets_per_anchor: str = "all",
+    mining: str = "all",
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """Triplet margin loss (Weinberger & Saul, JMLR 2009; Schroff et al., FaceNet, CVPR 2015), PML's
+    ``TripletMarginLoss``.
+
+    With a distance d (``LpDistance`` on normalised embeddings by default) and triplets T of
+    (anchor, positive, negative):
+
+        L = mean_{(a,p,n) ∈ T, ℓ>0} [d_ap − d_an + m]_+      (``smooth_loss``: log(1 + exp(d_ap − d_an + m)))
+
+    averaged over the triplets with a positive loss (``AvgNonZeroReducer``). ``mining`` picks T:
+
+    * ``"all"``: every triplet, computed per anchor in O(M log M) by sorting its negative distances (never the
+      ``[N, P, N]`` tensor PML builds);
+    * ``"semihard"``: triplets with ``d_ap < d_an ≤ d_ap + m`` (PML's ``TripletMarginMiner(margin,
+      type_of_triplets="semihard")`` followed by this loss);
+    * ``"batch_hard"``: per anchor the farthest positive and the closest negative (PML's ``BatchHardMiner``
+      followed by this loss; Hermans, Beyer, Leibe 2017).
+
+    A similarity flips the signs (``s_an − s_ap + m``). Deliberate differences from PML: ``swap=True`` (the
+    positive–negative distance needs the full reference×reference matrix) and an integer
+    ``triplets_per_anchor`` (PML samples triplets at random) are rejected with a ``ValueError``;
+    ``smooth_loss`` with ``"all"`` or ``"semihard"`` scores the triplets of a block explicitly
+    (``[b, M, M]``, the block size shrinks to fit).
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_choice(mining, "mining", TRIPLET_MINING)
+    if triplets_per_anchor != "all":
+        raise ValueError(
+            f"triplets_per_anchor must be 'all' (random triplet sampling is not supported), got "
+            f"{triplets_per_anchor!r}; use mining='batch_hard' or 'semihard' for fewer triplets"
+        )
+    if swap:
+        raise ValueError("swap=True is not supported: it needs the full reference×reference distance matrix")
+    distance = distance if distance is not None else LpDistance()
+    n_references = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
+    if mining == "batch_hard":
+        row, copies = _batch_hard_row(distance, margin, smooth_loss), 6
+    elif smooth_loss:
+        row, copies = _dense_triplet_row(distance, margin, mining == "semihard", True), 6 * n_references
+    else:
+        row, copies = _sorted_triplet_row(distance, margin, mining == "semihard"), 24
+    sums = row_block_sums(
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        block_size=block_size,
+        working_copies=copies,
+    )
+    return mean_of_active(sums[0], sums[1])
+
+
+class TripletMarginLoss(EmbeddingLoss):
+    """Triplet margin loss with all, semi-hard or batch-hard triplets (see :func:`triplet_margin_loss`).
+
+    Arguments and defaults are PML's, plus ``mining`` (``"all"``: PML's ``triplets_per_anchor="all"``).
+    """
+
+    formula = "mean_{(a,p,n), ℓ>0} [d_ap − d_an + m]_+"
+    paper = "Schroff, Kalenichenko, Philbin. FaceNet: A unified embedding for face recognition. CVPR 2015"
+    family = "metric"
+    supports_cross_rank = True
+
+    def __init__(
+        self,
+        margin: float = 0.05,
+        swap: bool = False,
+        smooth_loss: bool = False,
+        triplets_per_anchor: str = "all",
+        mining: str = "all",
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice(mining, "mining", TRIPLET_MINING)
+        self.margin = margin
+        self.swap = swap
+        self.smooth_loss = smooth_loss
+        self.triplets_per_anchor = triplets_per_anchor
+        self.mining = mining
+        self.distance = distance if distance is not None else LpDistance()
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return triplet_margin_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            margin=self.margin,
+            swap=self.swap,
+            smooth_loss=self.smooth_loss,
+            triplets_per_anchor=self.triplets_per_anchor,
+            mining=self.mining,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Multi-similarity, circle, generalized lifted structure
+# ----------------------------------------------------------------------------------------------------
+
+
+def multi_similarity_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """Multi-similarity loss (Wang, Han, Huang, Dong, Scott, CVPR 2019), PML's ``MultiSimilarityLoss``.
+
+    With a similarity s (cosine by default), per anchor i:
+
+        ℓ_i = (1/α) log(1 + Σ_{p ∈ P_i} exp(−α (s_ip − λ))) + (1/β) log(1 + Σ_{n ∈ N_i} exp(β (s_in − λ)))
+
+    and L = mean_i ℓ_i over all anchors (``MeanReducer``; an anchor without positives or negatives contributes
+    0 for that term). As in PML's ``GenericPairLoss``, L = 0 when the batch has at most one positive and one
+    negative pair. The pair mining step of the paper is not part of the loss (PML's ``MultiSimilarityMiner``).
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    distance = distance if distance is not None else CosineSimilarity()
+    sign = 1.0 if distance.is_inverted else -1.0
+
+    def row(block: PairBlock) -> Tensor:
+        s = block.sim
+        with torch.no_grad():
+            pos, pos_weight = _log1p_sum_exp_and_grad(s, -sign * alpha, base, block.positive, s.requires_grad)
+            neg, neg_weight = _log1p_sum_exp_and_grad(s, sign * beta, base, block.negative, s.requires_grad)
+            value = pos.sum().double() + neg.sum().double()
+        if pos_weight is not None and neg_weight is not None:
+            # The exact first-order gradient of the row sums w.r.t. s, applied as one linear term.
+            weight = pos_weight.add_(neg_weight)
+            inner = (s * weight).sum().double()
+            value = value + (inner - inner.detach())
+        return torch.stack([value, *_counts(block, value)])
+
+    sums = row_block_sums(
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        block_size=block_size,
+        working_copies=6,
+    )
+    return _zero_unless(_generic_pair_keep(sums[1], sums[2]), sums[0] / sums[3])
+
+
+class MultiSimilarityLoss(EmbeddingLoss):
+    """Multi-similarity loss: soft weighting of positives and negatives by self- and relative similarity.
+
+    See :func:`multi_similarity_loss`. Arguments and defaults are PML's.
+    """
+
+    formula = "mean_i (1/α)log(1+Σ_P e^{−α(s_ip−λ)}) + (1/β)log(1+Σ_N e^{β(s_in−λ)})"
+    paper = "Wang et al. Multi-similarity loss with general pair weighting for deep metric learning. CVPR 2019"
+    family = "metric"
+    supports_cross_rank = True
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        beta: float = 50.0,
+        base: float = 0.5,
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.beta = beta
+        self.base = base
+        self.distance = distance if distance is not None else CosineSimilarity()
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return multi_similarity_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            alpha=self.alpha,
+            beta=self.beta,
+            base=self.base,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+def circle_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    m: float = 0.4,
+    gamma: float = 80.0,
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """Circle loss (Sun et al., CVPR 2020), PML's ``CircleLoss`` (pair-label form).
+
+    With cosine similarities, ``O_p = 1 + m``, ``O_n = −m``, ``Δ_p = 1 − m``, ``Δ_n = m`` and the weights
+    ``α_p = [O_p − s_p]_+``, ``α_n = [s_n − O_n]_+`` treated as constants (no gradient, as in the paper):
+
+        ℓ_i = softplus( log Σ_{p ∈ P_i} exp(−γ α_p (s_ip − Δ_p)) + log Σ_{n ∈ N_i} exp(γ α_n (s_in − Δ_n)) )
+
+    L is the mean of ℓ_i over the anchors with ℓ_i > 0 (``AvgNonZeroReducer``); anchors without a positive or
+    without a negative are left out. Needs a similarity (``is_inverted``), like PML.
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    distance = distance if distance is not None else CosineSimilarity()
+    if not distance.is_inverted:
+        raise ValueError(f"circle_loss needs a similarity (e.g. CosineSimilarity), got {distance!r}")
+    o_p, o_n, delta_p, delta_n = 1 + m, -m, 1 - m, m
+
+    def row(block: PairBlock) -> Tensor:
+        s, fixed = block.sim, block.sim.detach()
+        logits = torch.where(
+            block.positive,
+            (-gamma * (o_p - fixed).clamp_min(0)) * (s - delta_p),
+            (gamma * (fixed - o_n).clamp_min(0)) * (s - delta_n),
+        )
+        valid = block.positive.any(dim=1) & block.negative.any(dim=1)
+        inner = _masked_logsumexp(logits, block.positive, False) + _masked_logsumexp(logits, block.negative, False)
+        loss = _zero_unless(valid, F.softplus(inner))
+        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss), *_counts(block, loss)[:2]])
+
+    sums = row_block_sums(
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        block_size=block_size,
+        working_copies=8,
+    )
+    return _zero_unless(_generic_pair_keep(sums[2], sums[3]), mean_of_active(sums[0], sums[1]))
+
+
+class CircleLoss(EmbeddingLoss):
+    """Circle loss: self-paced re-weighting of within- and between-class pairs. See :func:`circle_loss`."""
+
+    formula = "mean_{i,ℓ>0} softplus(log Σ_P e^{−γα_p(s_p−Δ_p)} + log Σ_N e^{γα_n(s_n−Δ_n)})"
+    paper = "Sun et al. Circle loss: A unified perspective of pair similarity optimization. CVPR 2020"
+    family = "metric"
+    supports_cross_rank = True
+
+    def __init__(
+        self,
+        m: float = 0.4,
+        gamma: float = 80.0,
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.m = m
+        self.gamma = gamma
+        self.distance = distance if distance is not None else CosineSimilarity()
+        if not self.distance.is_inverted:
+            raise ValueError(f"CircleLoss needs a similarity (e.g. CosineSimilarity), got {self.distance!r}")
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return circle_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            m=self.m,
+            gamma=self.gamma,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+def generalized_lifted_structure_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    neg_margin: float = 1.0,
+    pos_margin: float = 0.0,
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """Generalized lifted structure loss (Hermans, Beyer, Leibe 2017, eq. 4, after Oh Song et al., CVPR 2016),
+    PML's ``GeneralizedLiftedStructureLoss``.
+
+    With a distance d (``LpDistance`` by default), per anchor i:
+
+        ℓ_i = [ log Σ_{p ∈ P_i} exp(d_ip − m_pos) + log Σ_{n ∈ N_i} exp(m_neg − d_in) ]_+
+
+    (an empty set contributes 0) and L = mean_i ℓ_i (``MeanReducer``). A similarity flips the signs.
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    distance = distance if distance is not None else LpDistance()
+    sign = -1.0 if distance.is_inverted else 1.0
+
+    def row(block: PairBlock) -> Tensor:
+        pos = _masked_logsumexp(sign * (block.sim - pos_margin), block.positive, add_one=False)
+        neg = _masked_logsumexp(sign * (neg_margin - block.sim), block.negative, add_one=False)
+        total = F.relu(pos + neg).sum()
+        return torch.stack([total, *_counts(block, total)])
+
+    sums = row_block_sums(
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        block_size=block_size,
+        working_copies=6,
+    )
+    return _zero_unless(_generic_pair_keep(sums[1], sums[2]), sums[0] / sums[3])
+
+
+class GeneralizedLiftedStructureLoss(EmbeddingLoss):
+    """Generalized lifted structure loss: soft-max positive distance vs soft-min negative distance per anchor.
+
+    See :func:`generalized_lifted_structure_loss`. Arguments and defaults are PML's.
+    """
+
+    formula = "mean_i [log Σ_P e^{d_ip − m_pos} + log Σ_N e^{m_neg − d_in}]_+"
+    paper = "Hermans, Beyer, Leibe. In defense of the triplet loss for person re-identification. arXiv 2017"
+    family = "metric"
+    supports_cross_rank = True
+
+    def __init__(
+        self,
+        neg_margin: float = 1.0,
+        pos_margin: float = 0.0,
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.neg_margin = neg_margin
+        self.pos_margin = pos_margin
+        self.distance = distance if distance is not None else LpDistance()
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return generalized_lifted_structure_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            neg_margin=self.neg_margin,
+            pos_margin=self.pos_margin,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+def lifted_structure_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    neg_margin: float = 1.0,
+    pos_margin: float = 0.0,
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """Lifted structure loss (Oh Song, Xiang, Jegelka, Savarese, CVPR 2016), PML's ``LiftedStructureLoss``.
+
+    For every ordered positive pair (i, j), with a distance d (``LpDistance`` by default):
+
+        J_ij = ½ [ log( Σ_{k ∈ N_i} exp(m_neg − d_ik) + Σ_{l ∈ N_j} exp(m_neg − d_jl) ) + d_ij − m_pos ]_+²
+
+    and L = mean_{(i,j)} J_ij (``MeanReducer``; the ½ because each pair appears in both orders). The log-sum-exp
+    is 0 when neither i nor j has a negative. Two engine passes: the per-anchor log-sum-exp ``r_i`` over its
+    negatives, then the positive pairs with ``r`` as a differentiable parameter. No reference set (PML's version
+    compares query and reference indices), and not inside :func:`pairloss.distributed.cross_rank_pairs` (``r`` is
+    per local anchor).
+    """
+    embeddings, labels, _, _ = check_pair_inputs(embeddings, labels)
+    if CROSS_RANK.get() is not None:
+        raise ValueError("lifted_structure_loss needs the negatives of every reference; it cannot run across ranks")
+    distance = distance if distance is not None else LpDistance()
+    sign = -1.0 if distance.is_inverted else 1.0
+    n = embeddings.shape[0]
+
+    def negative_terms(block: PairBlock) -> Tensor:
+        lse = _masked_logsumexp(sign * (neg_margin - block.sim), block.negative, add_one=False)
+        out = torch.zeros(2 * n, dtype=lse.dtype, device=lse.device)
+        out = out.index_copy(0, block.rows, lse)
+        return out.index_copy(0, block.rows + n, block.negative.any(dim=1).to(lse.dtype))
+
+    terms = row_block_sums(
+        negative_terms, embeddings, labels, similarity=distance, block_size=block_size, working_copies=4
+    )
+    log_terms, has_negative = terms[:n].to(embeddings.dtype), terms[n:].detach() > 0
+
+    def pair_row(block: PairBlock) -> Tensor:
+        r, has = block.params[0], block.params[1] > 0
+        minus_inf = torch.tensor(float("-inf"), dtype=r.dtype, device=r.device)
+        row_r = torch.where(has[block.rows], r[block.rows], minus_inf)[:, None]
+        column_r = torch.where(has, r, minus_inf)[None, :]
+        either = has[block.rows][:, None] | has[None, :]
+        lse = torch.where(either, torch.logaddexp(row_r, column_r), 0.0)
+        violation = F.relu(lse + sign * (block.sim - pos_margin))
+        total = (violation * violation).masked_fill(~block.positive, 0.0).sum() / 2
+        return torch.stack([total, *_counts(block, total)[:2]])
+
+    sums = row_block_sums(
+        pair_row,
+        embeddings,
+        labels,
+        similarity=distance,
+        params=(log_terms, has_negative.to(embeddings.dtype)),
+        block_size=block_size,
+        working_copies=10,
+    )
+    keep = _generic_pair_keep(sums[1], sums[2]) & (sums[1] > 0) & (sums[2] > 0)
+    return _zero_unless(keep, mean_of_active(sums[0], sums[1]))
+
+
+class LiftedStructureLoss(EmbeddingLoss):
+    """Lifted structure loss: each positive pair against the negatives of both its ends.
+
+    See :func:`lifted_structure_loss`. Arguments and defaults are PML's; no reference set.
+    """
+
+    formula = "mean_{(i,j)∈P} ½[log(Σ_{N_i} e^{m−d_ik} + Σ_{N_j} e^{m−d_jl}) + d_ij]_+²"
+    paper = "Oh Song, Xiang, Jegelka, Savarese. Deep metric learning via lifted structured feature embedding. CVPR'16"
+    family = "metric"
+
+    def __init__(
+        self,
+        neg_margin: float = 1.0,
+        pos_margin: float = 0.0,
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.neg_margin = neg_margin
+        self.pos_margin = pos_margin
+        self.distance = distance if distance is not None else LpDistance()
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        if ref_emb is not None or ref_labels is not None:
+            raise ValueError("LiftedStructureLoss does not support a reference set (ref_emb/ref_labels)")
+        return lifted_structure_loss(
+            embeddings,
+            labels,
+            neg_margin=self.neg_margin,
+            pos_margin=self.pos_margin,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Softmax-style losses: N-pairs, NT-Xent, SupCon
+# ----------------------------------------------------------------------------------------------------
+
+
+def npairs_loss(embeddings: Tensor, labels: Tensor, *, distance: BaseSimilarity | None = None) -> Tensor:
+    """N-pair loss (Sohn, NeurIPS 2016), PML's ``NPairsLoss``.
+
+    One (anchor, positive) pair per class: the first two samples of each class with at least two samples.
+    With K such pairs and similarities ``s_kl = s(a_k, p_l)`` (dot product of L2-normalised embeddings by
+    default, PML's ``DotProductSimilarity()``):
+
+        L = mean_k −log( exp(s_kk) / Σ_l exp(s_kl) )
+
+    i.e. cross-entropy over the K positives. Only K×K scores are formed (K = number of classes), so it does
+    not use the row engine. No reference set (as in PML); labels must be 1-D class ids.
+    """
+    embeddings, labels, _, _ = check_pair_inputs(embeddings, labels)
+    if labels.ndim != 1:
+        raise ValueError("npairs_loss needs 1-D class ids, got multi-hot labels")
+    distance = distance if distance is not None else DotProductSimilarity(normalize_embeddings=True)
+    order = torch.argsort(labels, stable=True)
+    grouped = labels[order]
+    same_as_next = grouped[1:] == grouped[:-1]
+    first_of_class = torch.ones_like(same_as_next)
+    first_of_class[1:] = ~same_as_next[:-1]
+    starts = torch.nonzero(first_of_class & same_as_next).squeeze(1)
+    if starts.numel() == 0:
+        return embeddings.sum() * 0.0
+    anchors, positives = order[starts], order[starts + 1]
+    scores = distance(embeddings[anchors], embeddings[positives])
+    if not distance.is_inverted:
+        scores = -scores
+    return F.cross_entropy(scores, torch.arange(starts.numel(), device=embeddings.device))
+
+
+class NPairsLoss(EmbeddingLoss):
+    """N-pair loss: softmax over one positive per class. See :func:`npairs_loss`."""
+
+    formula = "mean_k −log(e^{s(a_k,p_k)} / Σ_l e^{s(a_k,p_l)})"
+    paper = "Sohn. Improved deep metric learning with multi-class N-pair loss objective. NeurIPS 2016"
+    family = "metric"
+
+    def __init__(self, distance: BaseSimilarity | None = None) -> None:
+        super().__init__()
+        self.distance = distance if distance is not None else DotProductSimilarity(normalize_embeddings=True)
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        if ref_emb is not None or ref_labels is not None:
+            raise ValueError("NPairsLoss does not support a reference set (ref_emb/ref_labels), as in PML")
+        return npairs_loss(embeddings, labels, distance=self.distance)
+
+
+def _scaled_logits(sim: Tensor, distance: BaseSimilarity, temperature: float) -> Tensor:
+    """``s / τ`` for a similarity, ``−d / τ`` for a distance."""
+    return sim / temperature if distance.is_inverted else sim / -temperature
+
+
+def ntxent_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    temperature: float = 0.07,
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """NT-Xent / InfoNCE (Chen et al., SimCLR, ICML 2020; van den Oord et al. 2018), PML's ``NTXentLoss``.
+
+    For every positive pair (i, p), with cosine similarities s and temperature τ:
+
+        ℓ_ip = −log( exp(s_ip/τ) / (exp(s_ip/τ) + Σ_{n ∈ N_i} exp(s_in/τ)) )
+
+    and L = mean over all positive pairs (``MeanReducer``); L = 0 without positive or without negative pairs.
+    Computed as ``−logsigmoid(s_ip/τ − logsumexp_n(s_in/τ))``, which equals PML's ``−log(p + ε)`` except
+    that it stays exact where p underflows.
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    distance = distance if distance is not None else CosineSimilarity()
+
+    def row(block: PairBlock) -> Tensor:
+        logits = _scaled_logits(block.sim, distance, temperature)
+        negatives = _masked_logsumexp(logits, block.negative, add_one=False)
+        negatives = negatives.masked_fill(~block.negative.any(dim=1), float("-inf"))
+        per_pair = F.logsigmoid(logits - negatives[:, None]).masked_fill(~block.positive, 0.0)
+        total = -per_pair.sum()
+        return torch.stack([total, *_counts(block, total)])
+
+    sums = row_block_sums(
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        block_size=block_size,
+        working_copies=6,
+    )
+    keep = _generic_pair_keep(sums[1], sums[2]) & (sums[1] > 0) & (sums[2] > 0)
+    return _zero_unless(keep, mean_of_active(sums[0], sums[1]))
+
+
+class NTXentLoss(EmbeddingLoss):
+    """NT-Xent (InfoNCE): each positive pair against the anchor's negatives. See :func:`ntxent_loss`."""
+
+    formula = "mean_{(i,p)} −log(e^{s_ip/τ} / (e^{s_ip/τ} + Σ_N e^{s_in/τ}))"
+    paper = "Chen, Kornblith, Norouzi, Hinton. A simple framework for contrastive learning (SimCLR). ICML 2020"
+    family = "metric"
+    supports_cross_rank = True
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.distance = distance if distance is not None else CosineSimilarity()
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return ntxent_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            temperature=self.temperature,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+def supcon_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    temperature: float = 0.1,
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """Supervised contrastive loss (Khosla et al., NeurIPS 2020, the "out" form), PML's ``SupConLoss``.
+
+    Per anchor i with positives P_i and A_i = P_i ∪ N_i (every other sample):
+
+        ℓ_i = −(1/|P_i|) Σ_{p ∈ P_i} log( exp(s_ip/τ) / Σ_{a ∈ A_i} exp(s_ia/τ) )
+
+    L is the mean of ℓ_i over anchors with ℓ_i > 0 (``AvgNonZeroReducer``); anchors without positives are left
+    out, and L = 0 when the batch has no positive or no negative pair.
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    distance = distance if distance is not None else CosineSimilarity()
+
+    def row(block: PairBlock) -> Tensor:
+        logits = _scaled_logits(block.sim, distance, temperature)
+        log_normaliser = _masked_logsumexp(logits, block.positive | block.negative, add_one=False)
+        n_positive = block.positive.count_nonzero(dim=1)
+        positive_mean = logits.masked_fill(~block.positive, 0.0).sum(dim=1) / n_positive.clamp_min(1)
+        loss = _zero_unless(n_positive > 0, log_normaliser - positive_mean)
+        loss = _zero_unless(loss > 0, loss)
+        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss), *_counts(block, loss)[:2]])
+
+    sums = row_block_sums(
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        block_size=block_size,
+        working_copies=6,
+    )
+    keep = _generic_pair_keep(sums[2], sums[3]) & (sums[2] > 0) & (sums[3] > 0)
+    return _zero_unless(keep, mean_of_active(sums[0], sums[1]))
+
+
+class SupConLoss(EmbeddingLoss):
+    """Supervised contrastive loss: every same-class sample is a positive. See :func:`supcon_loss`."""
+
+    formula = "mean_{i,ℓ>0} −(1/|P_i|) Σ_P log(e^{s_ip/τ} / Σ_{a≠i} e^{s_ia/τ})"
+    paper = "Khosla et al. Supervised contrastive learning. NeurIPS 2020"
+    family = "metric"
+    supports_cross_rank = True
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.distance = distance if distance is not None else CosineSimilarity()
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return supcon_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            temperature=self.temperature,
+            distance=self.distance,
+            block_size=self.block_size,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Margin loss (Wu et al. 2017)
+# ----------------------------------------------------------------------------------------------------
+
+
+def margin_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    margin: float = 0.2,
+    nu: float = 0.0,
+    beta: float | Tensor = 1.2,
+    triplets_per_anchor: str = "all",
+    distance: BaseSimilarity | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """Margin loss (Wu, Manmatha, Smola, Krähenbühl, ICCV 2017), PML's ``MarginLoss`` over all triplets.
+
+    With a distance d (``LpDistance`` by default), the boundary β (a scalar, or one per class indexed by the
+    anchor's label) and all triplets T:
+
+        L = Σ_{(a,p,n) ∈ T} ([d_ap − β + α]_+ + [β − d_an + α]_+) / K  +  ν β
+
+    where K counts the active hinges, #{[d_ap − β + α]_+ > 0} + #{[β − d_an + α]_+ > 0} over T, and the
+    regulariser ν β is added only when ``nu != 0``
+
+    (PML's ``DivisorReducer``; counts over triplets). Per anchor the triplet sums factor into
+    ``|N_a| Σ_p (.) + |P_a| Σ_n (.)``, so the loss costs O(M) per row. ``beta`` may be a tensor that requires
+    grad (a learnable boundary, passed to the engine as a parameter); the per-class regulariser is
+    ``ν Σ_T β_{y_a} / divisor`` as in PML. A similarity flips the signs.
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    if triplets_per_anchor != "all":
+        raise ValueError(
+            f"triplets_per_anchor must be 'all' (random sampling is not supported), got {triplets_per_anchor!r}"
+        )
+    distance = distance if distance is not None else LpDistance()
+    beta_t = torch.as_tensor(beta, dtype=embeddings.dtype, device=embeddings.device).reshape(-1)
+    if beta_t.numel() == 0:
+        raise ValueError("beta must have at least one value")
+    if beta_t.numel() > 1:
+        if labels.ndim != 1:
+            raise ValueError("a per-class beta needs 1-D class ids, got multi-hot labels")
+        if int(labels.min()) < 0 or int(labels.max()) >= beta_t.numel():
+            raise ValueError(f"labels must lie in [0, {beta_t.numel()}) to index the per-class beta")
+    sign = -1.0 if distance.is_inverted else 1.0
+
+    def row(block: PairBlock) -> Tensor:
+        (beta_all,) = block.params
+        beta_rows = beta_all[block.query_labels] if beta_all.numel() > 1 else beta_all.expand(block.rows.numel())
+        boundary = (sign * beta_rows)[:, None]
+        far = sign * block.sim
+        pos_loss = F.relu(far - boundary + margin).masked_fill(~block.positive, 0.0)
+        neg_loss = F.relu(boundary - far + margin).masked_fill(~block.negative, 0.0)
+        n_pos = block.positive.count_nonzero(dim=1).to(far)
+        n_neg = block.negative.count_nonzero(dim=1).to(far)
+        total = (n_neg * pos_loss.sum(dim=1) + n_pos * neg_loss.sum(dim=1)).sum()
+        divisor = (n_neg * (pos_loss > 0).count_nonzero(dim=1) + n_pos * (neg_loss > 0).count_nonzero(dim=1)).sum()
+        triplets = n_pos * n_neg
+        return torch.stack([total, divisor, triplets.sum(), (triplets * beta_rows).sum()])
+
+    sums = row_block_sums(
+        row,
+        embeddings,
+        labels,
+        ref_emb,
+        ref_labels,
+        similarity=distance,
+        params=(beta_t,),
+        block_size=block_size,
+        working_copies=6,
+    )
+    loss = mean_of_active(sums[0], sums[1])
+    if nu != 0:
+        regulariser = beta_t[0] * nu if beta_t.numel() == 1 else mean_of_active(sums[3] * nu, sums[1])
+        loss = loss + regulariser
+    return _zero_unless(sums[2] > 0, loss)
+
+
+class MarginLoss(EmbeddingLoss):
+    """Margin loss with a (optionally learnable, optionally per-class) boundary β. See :func:`margin_loss`.
+
+    Arguments and defaults are PML's: with ``learn_beta=True`` β is an ``nn.Parameter`` (one per class when
+    ``num_classes`` is given) and the regulariser ``ν β`` is added; otherwise β is a fixed buffer.
+    """
+
+    formula = "Σ_T([d_ap − β + α]_+ + [β − d_an + α]_+) / #active + νβ"
+    paper = "Wu, Manmatha, Smola, Krähenbühl. Sampling matters in deep embedding learning. ICCV 2017"
+    family = "metric"
+
+    beta: Tensor
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        nu: float = 0.0,
+        beta: float = 1.2,
+        triplets_per_anchor: str = "all",
+        learn_beta: bool = False,
+        num_classes: int | None = None,
+        distance: BaseSimilarity | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.margin = margin
+        self.nu = nu
+        self.learn_beta = learn_beta
+        self.triplets_per_anchor = triplets_per_anchor
+        initial = torch.full((num_classes if num_classes else 1,), float(beta))
+        if learn_beta:
+            self.beta = nn.Parameter(initial)
+        else:
+            self.register_buffer("beta", initial)
+        self.distance = distance if distance is not None else LpDistance()
+        self.block_size = block_size
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return margin_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            margin=self.margin,
+            nu=self.nu if self.learn_beta else 0.0,
+            beta=self.beta.to(embeddings.dtype),
+            triplets_per_anchor=self.triplets_per_anchor,
             distance=self.distance,
             block_size=self.block_size,
         )

@@ -110,9 +110,9 @@ def aggregate(seeds: Mapping[int, SeedResult]) -> dict[str, dict[str, dict[str, 
             for metric, value in metrics.items():
                 values.setdefault(row, {}).setdefault(metric, []).append(float(value))
     summary: dict[str, dict[str, dict[str, float]]] = {}
-    for row, metrics in values.items():
+    for row, per_metric in values.items():
         summary[row] = {}
-        for metric, vals in metrics.items():
+        for metric, vals in per_metric.items():
             finite = np.array([v for v in vals if math.isfinite(v)], dtype=float)
             summary[row][metric] = {
                 "mean": float(finite.mean()) if finite.size else float("nan"),
@@ -207,7 +207,7 @@ def run_recipe(
     with reporter.session():
         for seed in reporter.track(todo, f"{recipe.name}: seeds", total=len(todo)):
             torch.manual_seed(seed)
-            np.random.seed(seed)
+            np.random.seed(seed)  # noqa: NPY002  (recipes that draw from the global generator stay seeded)
             result.seeds[seed] = recipe.run_seed(dict(config), seed, reporter)
             result.summary = aggregate(result.seeds)
             _write(result, recipe, None)

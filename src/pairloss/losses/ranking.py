@@ -1,0 +1,640 @@
+"""Learning-to-rank losses over lists of scored items.
+
+Inputs are padded lists ``(scores [B, L], relevance [B, L])`` with relevance ``-1`` at padded slots (allRank /
+TF-Ranking), or flat impressions ``(scores [n], relevance [n], group_ids [n])``; a flat batch is converted to the
+padded form with one sort (:func:`pairloss.losses._lists.group_to_lists`). Padded items never influence a loss and
+receive zero gradient. A list with fewer than two real items, or whose items all have the same relevance, carries
+no ordering information: it contributes 0 and is not counted in a mean (the calibrated softmax, a calibration loss,
+is the one exception, see its docstring).
+
+Pairs are all ``(i, j)`` of one list with ``y_i > y_j``; ``s_ij = s_i − s_j``. The pairwise terms are computed as
+``[b, L, L]`` tensors over chunks of ``b`` lists whose size bounds memory (``max_memory`` bytes, 256 MiB by
+default), so long lists never hold the whole batch's pair tensors: the pairwise losses (RankNet, hinge, soft
+zero-one, LambdaLoss) have a hand-written backward that recomputes each chunk
+(:func:`pairloss.losses._lists.pairwise_sum`), ApproxNDCG and NeuralNDCG run each chunk under activation
+checkpointing.
+
+Names follow allRank / TF-Ranking:
+
+===========================  ======================================  ===========================================
+pairloss                     allRank                                 TF-Ranking
+===========================  ======================================  ===========================================
+``RankNetLoss``              ``rankNet``                             ``PairwiseLogisticLoss``
+``PairwiseHingeLoss``        –                                       ``PairwiseHingeLoss``
+``PairwiseSoftZeroOneLoss``  –                                       ``PairwiseSoftZeroOneLoss``
+``LambdaLoss``               ``lambdaLoss(weighing_scheme=...)``     ``*LambdaWeight`` on a pairwise loss
+``LambdaRankLoss``           ``lambdaLoss("lambdaRank_scheme")``     ``NDCGLambdaWeight``
+``ListNetLoss``              ``listNet``                             –
+``ListMLELoss``              ``listMLE``                             ``ListMLELoss``
+``ApproxNDCGLoss``           ``approxNDCGLoss``                      ``ApproxNDCGLoss``
+``NeuralNDCGLoss``           ``neuralNDCG``                          –
+``ListCELoss``               –                                       ``SoftmaxLoss``
+``CalibratedSoftmaxLoss``    –                                       –
+===========================  ======================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pairloss._validation import check_choice, check_positive
+from pairloss.losses._lists import (
+    Lists,
+    PairLink,
+    chunked_list_sums,
+    dcg_discounts,
+    ideal_dcg,
+    pairwise_sum,
+    prepare_lists,
+)
+from pairloss.losses.base import PairLoss, mean_of_active
+
+__all__ = [
+    "LAMBDA_SCHEMES",
+    "ApproxNDCGLoss",
+    "CalibratedSoftmaxLoss",
+    "LambdaLoss",
+    "LambdaRankLoss",
+    "ListCELoss",
+    "ListMLELoss",
+    "ListNetLoss",
+    "NeuralNDCGLoss",
+    "PairwiseHingeLoss",
+    "PairwiseSoftZeroOneLoss",
+    "RankNetLoss",
+    "approx_ndcg_loss",
+    "calibrated_softmax_loss",
+    "lambda_loss",
+    "lambdarank_loss",
+    "list_ce_loss",
+    "listmle_loss",
+    "listnet_loss",
+    "neural_ndcg_loss",
+    "pairwise_hinge_loss",
+    "pairwise_soft_zero_one_loss",
+    "ranknet_loss",
+]
+
+#: LambdaLoss weighting schemes (Wang et al. 2018): ``None`` is plain RankNet with log base 2.
+LAMBDA_SCHEMES = ("ndcg_loss1", "ndcg_loss2", "ndcg_loss2pp", "lambdarank")
+
+_REDUCTIONS = ("mean", "sum")
+
+
+def _neg(dtype: torch.dtype) -> float:
+    """A finite stand-in for −∞ at masked slots: exp() of it is 0 and sums of it stay finite."""
+    return torch.finfo(dtype).min / 4
+
+
+def _pair_mask(y: Tensor, valid: Tensor) -> Tensor:
+    """``[b, L, L]``: real pairs with ``y_i > y_j``."""
+    return (y[:, :, None] > y[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+
+
+# ---------------------------------------------------------------- pairwise losses with a link on s_i − s_j
+
+
+def _pairwise(lists: Lists, link: PairLink, reduction: str, max_memory: int | None) -> Tensor:
+    def select(s: Tensor, part: slice) -> tuple[Tensor, float]:
+        return _pair_mask(lists.relevance[part], lists.valid[part]), 1.0
+
+    total, count = pairwise_sum(lists.scores, select, link, max_memory=max_memory)
+    return total if reduction == "sum" else mean_of_active(total, count)
+
+
+def _logistic(sigma: float, scale: float = 1.0) -> PairLink:
+    """``φ(d) = scale · log(1 + e^{−σ d})``, ``φ'(d) = −scale · σ · sigmoid(−σ d)``."""
+
+    def link(d: Tensor, derivative: bool) -> Tensor:
+        if derivative:
+            return torch.sigmoid(-sigma * d) * (-sigma * scale)
+        return F.softplus(-sigma * d) * scale
+
+    return link
+
+
+def ranknet_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    sigma: float = 1.0,
+    reduction: str = "mean",
+    max_memory: int | None = None,
+) -> Tensor:
+    """RankNet / pairwise logistic loss (Burges et al., ICML 2005).
+
+        L = mean_{(i,j): y_i > y_j} log(1 + exp(−σ (s_i − s_j)))
+
+    ``reduction="mean"`` averages over all pairs of the batch (allRank's ``rankNet`` with σ = 1);
+    ``"sum"`` sums them. A batch without pairs gives 0.
+    """
+    check_positive(sigma, "sigma")
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    lists = prepare_lists(scores, relevance, group_ids)
+    return _pairwise(lists, _logistic(sigma), reduction, max_memory)
+
+
+def pairwise_hinge_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    margin: float = 1.0,
+    reduction: str = "mean",
+    max_memory: int | None = None,
+) -> Tensor:
+    """Pairwise hinge loss (RankSVM, Joachims, KDD 2002; TF-Ranking's ``PairwiseHingeLoss``).
+
+    L = mean_{(i,j): y_i > y_j} max(0, m − (s_i − s_j))
+    """
+    check_positive(margin, "margin", allow_zero=True)
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    lists = prepare_lists(scores, relevance, group_ids)
+
+    def hinge(d: Tensor, derivative: bool) -> Tensor:
+        return -(d < margin).to(d.dtype) if derivative else F.relu(margin - d)
+
+    return _pairwise(lists, hinge, reduction, max_memory)
+
+
+def pairwise_soft_zero_one_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    sigma: float = 1.0,
+    reduction: str = "mean",
+    max_memory: int | None = None,
+) -> Tensor:
+    """Pairwise soft zero-one loss, a sigmoid relaxation of the count of mis-ordered pairs (TF-Ranking).
+
+    L = mean_{(i,j): y_i > y_j} σ(−σ_s (s_i − s_j)),     σ(t) = 1 / (1 + e^{−t})
+    """
+    check_positive(sigma, "sigma")
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    lists = prepare_lists(scores, relevance, group_ids)
+
+    def soft_zero_one(d: Tensor, derivative: bool) -> Tensor:
+        p = torch.sigmoid(-sigma * d)
+        return -sigma * p * (1.0 - p) if derivative else p
+
+    return _pairwise(lists, soft_zero_one, reduction, max_memory)
+
+
+# ---------------------------------------------------------------- LambdaLoss / LambdaRank
+
+
+def _ranks(s: Tensor, valid: Tensor) -> Tensor:
+    """0-based rank of every item when sorted by descending score (padded items last, ties by position)."""
+    key = torch.where(valid, s.detach(), torch.full((), -math.inf, dtype=s.dtype))
+    order = torch.argsort(key, dim=-1, descending=True, stable=True)
+    positions = torch.arange(s.shape[-1], device=s.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, positions)
+
+
+def lambda_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    weighing_scheme: str | None = "ndcg_loss2pp",
+    k: int | None = None,
+    sigma: float = 1.0,
+    mu: float = 10.0,
+    reduction: str = "sum",
+    max_memory: int | None = None,
+) -> Tensor:
+    """LambdaLoss (Wang, Li, Golbandi, Bendersky, Najork, CIKM 2018) and its weighting schemes.
+
+    With ranks ``r_i`` (1-based) by the current scores, ``D_i = log2(1 + r_i)``, normalised gains
+    ``G_i = (2^{y_i} − 1) / IDCG@k`` and weights ``w_ij`` (constants, no gradient):
+
+        L = Σ_{(i,j) ∈ P} w_ij · log2(1 + exp(−σ (s_i − s_j)))
+
+    * ``"lambdarank"`` (LambdaRank, |ΔNDCG|): ``w_ij = |1/D_i − 1/D_j| · |G_i − G_j|``;
+    * ``"ndcg_loss2"``: ``w_ij = δ_ij |G_i − G_j|`` with ``δ_ij = 1/log2(1+|r_i−r_j|) − 1/log2(2+|r_i−r_j|)``;
+    * ``"ndcg_loss2pp"`` (NDCG-Loss2++): ``w_ij = μ δ_ij |G_i − G_j| + |1/D_i − 1/D_j| |G_i − G_j|``;
+    * ``"ndcg_loss1"``: ``w_ij = G_i / D_i``, over all real pairs ``i ≠ j`` (not only ``y_i > y_j``);
+    * ``None``: ``w_ij = 1`` (RankNet with log base 2).
+
+    ``P`` is the pairs with ``y_i > y_j`` (all ``i ≠ j`` for NDCG-Loss1); with ``k`` only pairs whose two items
+    are both ranked in the top ``k`` count and IDCG is truncated at ``k`` (allRank's convention). Unlike allRank,
+    NDCG-Loss1 skips the self-pairs ``i = j`` (a constant ``Σ_i G_i / D_i``). ``reduction="sum"`` (allRank's
+    default) sums over pairs, ``"mean"`` averages over them.
+    """
+    if weighing_scheme is not None:
+        check_choice(weighing_scheme, "weighing_scheme", LAMBDA_SCHEMES)
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    check_positive(sigma, "sigma")
+    check_positive(mu, "mu", allow_zero=True)
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    lists = prepare_lists(scores, relevance, group_ids)
+
+    def select(s: Tensor, part: slice) -> tuple[Tensor, Tensor | float]:
+        y, valid, informative = lists.relevance[part], lists.valid[part], lists.informative[part]
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        rank = _ranks(s, valid)
+        inv_d = 1.0 / torch.log2(2.0 + rank.to(s.dtype))
+        idcg = ideal_dcg(y, valid, k).clamp_min(torch.finfo(s.dtype).tiny)
+        gain = torch.where(valid, torch.exp2(y) - 1.0, zero) / idcg[:, None]
+        eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
+        if weighing_scheme == "ndcg_loss1":
+            pairs = valid[:, :, None] & valid[:, None, :] & ~eye & informative[:, None, None]
+        else:
+            pairs = _pair_mask(y, valid)
+        if k is not None:
+            top = rank < k
+            pairs = pairs & top[:, :, None] & top[:, None, :]
+        if weighing_scheme is None:
+            return pairs, 1.0
+        if weighing_scheme == "ndcg_loss1":
+            return pairs, (gain * inv_d)[:, :, None]
+        gain_gap = (gain[:, :, None] - gain[:, None, :]).abs()
+        if weighing_scheme == "lambdarank":
+            return pairs, gain_gap.mul_((inv_d[:, :, None] - inv_d[:, None, :]).abs())
+        rank_gap = (rank[:, :, None] - rank[:, None, :]).abs().to(s.dtype).clamp_min(1.0)
+        delta = 1.0 / torch.log2(1.0 + rank_gap) - 1.0 / torch.log2(2.0 + rank_gap)
+        if weighing_scheme == "ndcg_loss2":
+            return pairs, delta * gain_gap
+        return pairs, mu * delta * gain_gap + (inv_d[:, :, None] - inv_d[:, None, :]).abs() * gain_gap
+
+    total, count = pairwise_sum(
+        lists.scores, select, _logistic(sigma, 1.0 / math.log(2.0)), pair_tensors=10, max_memory=max_memory
+    )
+    return total if reduction == "sum" else mean_of_active(total, count)
+
+
+def lambdarank_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    k: int | None = None,
+    sigma: float = 1.0,
+    reduction: str = "sum",
+    max_memory: int | None = None,
+) -> Tensor:
+    """LambdaRank (Burges, Ragno, Le, NeurIPS 2006) as a loss: RankNet pairs weighted by |ΔNDCG_ij|.
+
+        L = Σ_{(i,j): y_i > y_j} |ΔNDCG_ij| · log2(1 + exp(−σ (s_i − s_j))),
+        |ΔNDCG_ij| = |1/D_i − 1/D_j| · |G_i − G_j|
+
+    (the change of NDCG@k when items i and j swap ranks). Same as ``lambda_loss(weighing_scheme="lambdarank")``.
+    """
+    return lambda_loss(
+        scores,
+        relevance,
+        group_ids,
+        weighing_scheme="lambdarank",
+        k=k,
+        sigma=sigma,
+        reduction=reduction,
+        max_memory=max_memory,
+    )
+
+
+# ---------------------------------------------------------------- listwise losses
+
+
+def _list_mean(per_list: Tensor, lists: Lists, counted: Tensor | None = None) -> Tensor:
+    counted = lists.informative if counted is None else counted
+    zero = torch.zeros((), dtype=per_list.dtype, device=per_list.device)
+    total = torch.where(counted, per_list, zero).sum()
+    return mean_of_active(total, counted.sum().to(per_list.dtype))
+
+
+def _masked_log_softmax(x: Tensor, valid: Tensor) -> Tensor:
+    return torch.log_softmax(torch.where(valid, x, torch.full((), _neg(x.dtype), dtype=x.dtype)), dim=-1)
+
+
+def listnet_loss(scores: Tensor, relevance: Tensor, group_ids: Tensor | None = None) -> Tensor:
+    """ListNet, top-one probability (Cao, Qin, Liu, Tsai, Li, ICML 2007), as in allRank's ``listNet``.
+
+        L = mean_lists − Σ_i softmax(y)_i · log softmax(s)_i
+
+    (cross-entropy between the top-one distributions of the relevance labels and of the scores).
+    """
+    lists = prepare_lists(scores, relevance, group_ids)
+    zero = torch.zeros((), dtype=lists.scores.dtype, device=lists.scores.device)
+    target = _masked_log_softmax(lists.relevance, lists.valid).exp()
+    log_p = _masked_log_softmax(lists.scores, lists.valid)
+    per_list = -torch.where(lists.valid, target * log_p, zero).sum(-1)
+    return _list_mean(per_list, lists)
+
+
+def listmle_loss(scores: Tensor, relevance: Tensor, group_ids: Tensor | None = None) -> Tensor:
+    """ListMLE (Xia, Liu, Wang, Zhang, Li, ICML 2008): Plackett-Luce negative log-likelihood of the ideal order.
+
+    With π the items sorted by decreasing relevance (ties kept in input order):
+
+        L = mean_lists Σ_{r=1}^{n} [ log Σ_{t ≥ r} exp(s_{π(t)}) − s_{π(r)} ]
+
+    allRank's ``listMLE`` breaks ties at random instead; ties here are deterministic.
+    """
+    lists = prepare_lists(scores, relevance, group_ids)
+    zero = torch.zeros((), dtype=lists.scores.dtype, device=lists.scores.device)
+    rel_key = torch.where(lists.valid, lists.relevance, torch.full((), -math.inf, dtype=lists.relevance.dtype))
+    order = torch.argsort(rel_key, dim=-1, descending=True, stable=True)
+    s = torch.gather(lists.scores, -1, order)
+    valid = torch.gather(lists.valid, -1, order)
+    masked = torch.where(valid, s, torch.full((), _neg(s.dtype), dtype=s.dtype))
+    tail_lse = torch.flip(torch.logcumsumexp(torch.flip(masked, [-1]), dim=-1), [-1])
+    per_list = torch.where(valid, tail_lse - s, zero).sum(-1)
+    return _list_mean(per_list, lists)
+
+
+def list_ce_loss(scores: Tensor, relevance: Tensor, group_ids: Tensor | None = None) -> Tensor:
+    """Softmax cross-entropy, ListCE (Bruch, Wang, Bendersky, Najork, ICTIR 2019; TF-Ranking's ``SoftmaxLoss``).
+
+    L = mean_lists − Σ_i (y_i / Σ_j y_j) · log( exp(s_i) / Σ_j exp(s_j) )
+    """
+    lists = prepare_lists(scores, relevance, group_ids)
+    zero = torch.zeros((), dtype=lists.scores.dtype, device=lists.scores.device)
+    y = torch.where(lists.valid, lists.relevance, zero)
+    target = y / y.sum(-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
+    log_p = _masked_log_softmax(lists.scores, lists.valid)
+    per_list = -torch.where(lists.valid, target * log_p, zero).sum(-1)
+    return _list_mean(per_list, lists)
+
+
+def calibrated_softmax_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    virtual_label: float = 1.0,
+    anchor: float = 0.0,
+) -> Tensor:
+    """Calibrated softmax with a virtual item (Yan, Qin, Wang, Bendersky, Najork, KDD 2022).
+
+    Each list gets a virtual item with fixed score ``s_0 = anchor`` and label ``y_0 = virtual_label``:
+
+        L = mean_lists − Σ_{i ∈ {0} ∪ list} (y_i / (y_0 + Σ_j y_j)) · log( e^{s_i} / (e^{s_0} + Σ_j e^{s_j}) )
+
+    The virtual item anchors the scale of the scores, so the loss is not shift-invariant and the scores become
+    calibrated: for a single item the optimum is ``σ(s − s_0) = y / (y_0 + y)``. Because that is a calibration
+    objective, every list with at least one real item counts, also single-item and all-equal lists (an all-zero
+    list pushes its scores below the anchor); lists with only padding contribute 0.
+    """
+    check_positive(virtual_label, "virtual_label")
+    if not math.isfinite(anchor):
+        raise ValueError(f"anchor must be finite, got {anchor}")
+    lists = prepare_lists(scores, relevance, group_ids)
+    s, valid = lists.scores, lists.valid
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
+    y = torch.where(valid, lists.relevance, zero)
+    log_z = torch.logaddexp(
+        torch.logsumexp(torch.where(valid, s, torch.full((), _neg(s.dtype), dtype=s.dtype)), dim=-1),
+        torch.full((), anchor, dtype=s.dtype, device=s.device),
+    )
+    total = virtual_label + y.sum(-1)
+    per_list = -(virtual_label * (anchor - log_z) + torch.where(valid, y * (s - log_z[:, None]), zero).sum(-1))
+    return _list_mean(per_list / total, lists, counted=valid.any(-1))
+
+
+def approx_ndcg_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    alpha: float = 1.0,
+    max_memory: int | None = None,
+) -> Tensor:
+    """ApproxNDCG (Qin, Liu, Li, Information Retrieval 2010): NDCG with a sigmoid-smoothed rank.
+
+        π̂_i = 1 + Σ_{j ≠ i} σ(−α (s_i − s_j)),   L = mean_lists [ 1 − Σ_i (2^{y_i} − 1) / (IDCG · log2(1 + π̂_i)) ]
+
+    (``1 − NDCG`` so that 0 is a perfect list; allRank and TF-Ranking return ``−NDCG``, same gradient.)
+    """
+    check_positive(alpha, "alpha")
+    lists = prepare_lists(scores, relevance, group_ids)
+
+    def chunk(s: Tensor, y: Tensor, valid: Tensor, informative: Tensor) -> Tensor:
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
+        others = valid[:, None, :] & ~eye
+        soft = torch.where(others, torch.sigmoid(-alpha * (s[:, :, None] - s[:, None, :])), zero)
+        approx_rank = 1.0 + soft.sum(-1)
+        idcg = ideal_dcg(y, valid).clamp_min(torch.finfo(s.dtype).tiny)
+        gain = torch.where(valid, torch.exp2(y) - 1.0, zero)
+        ndcg = (gain / torch.log2(1.0 + approx_rank)).sum(-1) / idcg
+        per_list = torch.where(informative, 1.0 - ndcg, zero)
+        return torch.stack([per_list.sum(), informative.sum().to(s.dtype)])
+
+    sums = chunked_list_sums(
+        chunk, (lists.scores, lists.relevance, lists.valid, lists.informative), pair_tensors=4, max_memory=max_memory
+    )
+    return mean_of_active(sums[0], sums[1])
+
+
+def neural_ndcg_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    group_ids: Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    k: int | None = None,
+    sinkhorn_iters: int = 50,
+    max_memory: int | None = None,
+) -> Tensor:
+    """NeuralNDCG (Pobrotyn, Białobrzeski, 2021): NDCG@k under a NeuralSort relaxation of sorting.
+
+    For a list of n real items, NeuralSort (Grover et al., ICLR 2019) gives a soft permutation matrix
+
+        P̂[r, :] = softmax( ((n + 1 − 2r) s − A_s 1) / τ ),   A_s[i, j] = |s_i − s_j|,   r = 1 .. n
+
+    made doubly stochastic by ``sinkhorn_iters`` rounds of column then row normalisation (log domain). Then
+
+        L = mean_lists [ 1 − Σ_{r ≤ k} (P̂ g)_r / log2(1 + r) / IDCG@k ],   g_i = 2^{y_i} − 1
+
+    (``1 − NDCG``; allRank's ``neuralNDCG`` returns ``−NDCG`` and stops Sinkhorn at a tolerance.)
+    """
+    check_positive(temperature, "temperature")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if sinkhorn_iters < 0:
+        raise ValueError(f"sinkhorn_iters must be >= 0, got {sinkhorn_iters}")
+    lists = prepare_lists(scores, relevance, group_ids)
+
+    def chunk(s: Tensor, y: Tensor, valid: Tensor, informative: Tensor) -> Tensor:
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        neg = torch.full((), _neg(s.dtype), dtype=s.dtype, device=s.device)
+        length = s.shape[-1]
+        n = valid.sum(-1, keepdim=True)
+        spread = torch.where(valid[:, None, :], (s[:, :, None] - s[:, None, :]).abs(), zero).sum(-1)
+        r = torch.arange(1, length + 1, dtype=s.dtype, device=s.device)
+        scale = (n.to(s.dtype) + 1.0 - 2.0 * r)[:, :, None]
+        mask = (r[None, :, None] <= n[:, :, None].to(s.dtype)) & valid[:, None, :]
+        log_p = torch.where(mask, (scale * s[:, None, :] - spread[:, None, :]) / temperature, neg)
+        log_p = torch.where(mask, log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), neg)
+        for _ in range(sinkhorn_iters):
+            log_p = torch.where(mask, log_p - torch.logsumexp(log_p, dim=-2, keepdim=True), neg)
+            log_p = torch.where(mask, log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), neg)
+        p_hat = torch.where(mask, log_p.exp(), zero)
+        gain = torch.where(valid, torch.exp2(y) - 1.0, zero)
+        disc = dcg_discounts(length, s)
+        if k is not None:
+            disc = torch.where(torch.arange(length, device=s.device) < k, disc, zero)
+        dcg = (torch.einsum("brl,bl->br", p_hat, gain) * disc).sum(-1)
+        idcg = ideal_dcg(y, valid, k).clamp_min(torch.finfo(s.dtype).tiny)
+        per_list = torch.where(informative, 1.0 - dcg / idcg, zero)
+        return torch.stack([per_list.sum(), informative.sum().to(s.dtype)])
+
+    sums = chunked_list_sums(
+        chunk, (lists.scores, lists.relevance, lists.valid, lists.informative), pair_tensors=6, max_memory=max_memory
+    )
+    return mean_of_active(sums[0], sums[1])
+
+
+# ---------------------------------------------------------------- modules
+
+
+class _RankingLoss(PairLoss):
+    """A ranking loss module: ``loss(scores, relevance, group_ids=None)`` calls ``function`` with the options."""
+
+    function: ClassVar[Callable[..., Tensor]]
+    family = "ranking"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.options = options
+
+    def forward(self, scores: Tensor, relevance: Tensor, group_ids: Tensor | None = None) -> Tensor:
+        return type(self).function(scores, relevance, group_ids, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+
+
+class RankNetLoss(_RankingLoss):
+    """RankNet / pairwise logistic loss; see :func:`ranknet_loss`."""
+
+    function = staticmethod(ranknet_loss)
+    formula = "mean_{y_i>y_j} log(1 + exp(−σ(s_i − s_j)))"
+    paper = "Burges et al. Learning to rank using gradient descent. ICML 2005"
+
+    def __init__(self, sigma: float = 1.0, reduction: str = "mean", max_memory: int | None = None) -> None:
+        super().__init__(sigma=sigma, reduction=reduction, max_memory=max_memory)
+
+
+class PairwiseHingeLoss(_RankingLoss):
+    """Pairwise hinge loss; see :func:`pairwise_hinge_loss`."""
+
+    function = staticmethod(pairwise_hinge_loss)
+    formula = "mean_{y_i>y_j} max(0, m − (s_i − s_j))"
+    paper = "Joachims. Optimizing search engines using clickthrough data. KDD 2002"
+
+    def __init__(self, margin: float = 1.0, reduction: str = "mean", max_memory: int | None = None) -> None:
+        super().__init__(margin=margin, reduction=reduction, max_memory=max_memory)
+
+
+class PairwiseSoftZeroOneLoss(_RankingLoss):
+    """Pairwise soft zero-one loss; see :func:`pairwise_soft_zero_one_loss`."""
+
+    function = staticmethod(pairwise_soft_zero_one_loss)
+    formula = "mean_{y_i>y_j} sigmoid(−σ(s_i − s_j))"
+    paper = "Pasumarthi et al. TF-Ranking: scalable TensorFlow library for learning-to-rank. KDD 2019"
+
+    def __init__(self, sigma: float = 1.0, reduction: str = "mean", max_memory: int | None = None) -> None:
+        super().__init__(sigma=sigma, reduction=reduction, max_memory=max_memory)
+
+
+class LambdaLoss(_RankingLoss):
+    """LambdaLoss with a weighting scheme (NDCG-Loss1, -Loss2, -Loss2++, LambdaRank); see :func:`lambda_loss`."""
+
+    function = staticmethod(lambda_loss)
+    formula = "Σ_{y_i>y_j} w_ij(ranks, gains) · log2(1 + exp(−σ(s_i − s_j)))"
+    paper = "Wang et al. The LambdaLoss framework for ranking metric optimization. CIKM 2018"
+
+    def __init__(
+        self,
+        weighing_scheme: str | None = "ndcg_loss2pp",
+        k: int | None = None,
+        sigma: float = 1.0,
+        mu: float = 10.0,
+        reduction: str = "sum",
+        max_memory: int | None = None,
+    ) -> None:
+        super().__init__(
+            weighing_scheme=weighing_scheme, k=k, sigma=sigma, mu=mu, reduction=reduction, max_memory=max_memory
+        )
+
+
+class LambdaRankLoss(_RankingLoss):
+    """LambdaRank: RankNet pairs weighted by |ΔNDCG|; see :func:`lambdarank_loss`."""
+
+    function = staticmethod(lambdarank_loss)
+    formula = "Σ_{y_i>y_j} |ΔNDCG_ij| · log2(1 + exp(−σ(s_i − s_j)))"
+    paper = "Burges, Ragno, Le. Learning to rank with nonsmooth cost functions. NeurIPS 2006"
+
+    def __init__(
+        self, k: int | None = None, sigma: float = 1.0, reduction: str = "sum", max_memory: int | None = None
+    ) -> None:
+        super().__init__(k=k, sigma=sigma, reduction=reduction, max_memory=max_memory)
+
+
+class ListNetLoss(_RankingLoss):
+    """ListNet (top-one); see :func:`listnet_loss`."""
+
+    function = staticmethod(listnet_loss)
+    formula = "mean_lists −Σ_i softmax(y)_i log softmax(s)_i"
+    paper = "Cao et al. Learning to rank: from pairwise approach to listwise approach. ICML 2007"
+
+
+class ListMLELoss(_RankingLoss):
+    """ListMLE; see :func:`listmle_loss`."""
+
+    function = staticmethod(listmle_loss)
+    formula = "mean_lists Σ_r [log Σ_{t≥r} exp(s_π(t)) − s_π(r)], π sorted by y"
+    paper = "Xia et al. Listwise approach to learning to rank: theory and algorithm. ICML 2008"
+
+
+class ListCELoss(_RankingLoss):
+    """Softmax cross-entropy (ListCE); see :func:`list_ce_loss`."""
+
+    function = staticmethod(list_ce_loss)
+    formula = "mean_lists −Σ_i (y_i/Σy) log softmax(s)_i"
+    paper = "Bruch et al. An analysis of the softmax cross entropy loss for learning-to-rank. ICTIR 2019"
+
+
+class CalibratedSoftmaxLoss(_RankingLoss):
+    """Calibrated softmax with a virtual item; see :func:`calibrated_softmax_loss`."""
+
+    function = staticmethod(calibrated_softmax_loss)
+    formula = "mean_lists −Σ_{i∈{0}∪list} y_i/(y_0+Σy) · log softmax([s_0, s])_i"
+    paper = "Yan et al. Scale calibration of deep ranking models. KDD 2022"
+
+    def __init__(self, virtual_label: float = 1.0, anchor: float = 0.0) -> None:
+        super().__init__(virtual_label=virtual_label, anchor=anchor)
+
+
+class ApproxNDCGLoss(_RankingLoss):
+    """ApproxNDCG; see :func:`approx_ndcg_loss`."""
+
+    function = staticmethod(approx_ndcg_loss)
+    formula = "mean_lists 1 − Σ_i G_i / log2(1 + 1 + Σ_{j≠i} sigmoid(−α(s_i − s_j)))"
+    paper = "Qin, Liu, Li. A general approximation framework for direct optimization of IR measures. IRJ 2010"
+
+    def __init__(self, alpha: float = 1.0, max_memory: int | None = None) -> None:
+        super().__init__(alpha=alpha, max_memory=max_memory)
+
+
+class NeuralNDCGLoss(_RankingLoss):
+    """NeuralNDCG; see :func:`neural_ndcg_loss`."""
+
+    function = staticmethod(neural_ndcg_loss)
+    formula = "mean_lists 1 − Σ_{r≤k} (Sinkhorn(NeuralSort_τ(s)) g)_r / log2(1 + r) / IDCG@k"
+    paper = "Pobrotyn, Białobrzeski. NeuralNDCG: direct optimisation of a ranking metric. arXiv 2102.07831"
+
+    def __init__(
+        self, temperature: float = 1.0, k: int | None = None, sinkhorn_iters: int = 50, max_memory: int | None = None
+    ) -> None:
+        super().__init__(temperature=temperature, k=k, sinkhorn_iters=sinkhorn_iters, max_memory=max_memory)

@@ -1,0 +1,428 @@
+"""Rank-based retrieval losses with a sigmoid rank surrogate: Recall@k surrogate (RS@k), Smooth-AP, and SiMix.
+
+Both losses replace the rank of a positive ``x`` in the ranking of query ``q`` by a smooth count of the
+items scored above it, ``rank(q, x) ≈ 1 + Σ_{z ∈ Ω_q, z ≠ x} σ((s_qz − s_qx) / τ)``. That inner sum is a
+``positives × N`` tensor per query, so on top of the row-block engine (blocks of queries) the pairs
+``(q, x)`` of a block are also processed in chunks whose ``[chunk, N]`` temporaries fit a memory budget;
+the backward pass recomputes each chunk (:class:`_SigmoidRankSums`), so memory stays
+``O(block · N + chunk · N)`` whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from pairloss._validation import check_positive
+from pairloss.engine import DEFAULT_MEMORY_BUDGET, PairBlock, row_block_sums
+from pairloss.losses.base import EmbeddingLoss, check_pair_inputs, mean_of_active
+from pairloss.similarity import DotProductSimilarity
+
+__all__ = [
+    "RecallAtKSurrogateLoss",
+    "SmoothAPLoss",
+    "recall_at_k_surrogate_loss",
+    "simix",
+    "smooth_ap_loss",
+]
+
+#: How many ``[chunk, N]`` temporaries one chunk of (query, positive) pairs holds at once.
+_CHUNK_COPIES = 3
+#: Bytes of one chunk's temporaries at most: small chunks stay in the CPU caches.
+_CHUNK_BUDGET = 16 * 2**20
+
+
+def _chunk_size(n_columns: int, element_size: int, budget: int) -> int:
+    return max(1, min(budget, _CHUNK_BUDGET) // max(1, n_columns * element_size * _CHUNK_COPIES))
+
+
+def _sigmoid_rows(sim: Tensor, r: Tensor, c: Tensor, tau: float) -> Tensor:
+    """``σ((S[r_j, z] − S[r_j, c_j]) / τ)`` for a chunk of pairs, ``[chunk, M]``, computed in place."""
+    return sim[r].sub_(sim[r, c][:, None]).div_(tau).sigmoid_()
+
+
+class _SigmoidRankSums(torch.autograd.Function):
+    """Smooth counts of the items above each pair ``j = (r_j, c_j)`` (query ``r_j``, positive ``c_j``).
+
+    ``out[0, j] = Σ_{z ≠ self_j} σ((S[r_j, z] − S[r_j, c_j]) / τ)``, where ``self_j`` is the query's own
+    column (``self_columns[r_j]``; nothing is left out when ``self_columns`` is ``None``), and, when ``positive``
+    is given, ``out[1, j]`` is the same sum over the columns ``z`` with ``positive[r_j, z]``.
+
+    Computed ``chunk`` pairs at a time; the backward recomputes the sigmoids chunk by chunk, so no ``[pairs, M]``
+    tensor is ever stored. With ``σ'_jz = σ(1 − σ)/τ`` and ``w_jz = σ'_jz (g[0, j] 1[z ≠ self_j] + g[1, j]
+    positive[r_j, z])``: ``∂/∂S[r_j, z] += w_jz`` and ``∂/∂S[r_j, c_j] −= Σ_z w_jz``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        sim: Tensor,
+        rows: Tensor,
+        cols: Tensor,
+        self_columns: Tensor | None,
+        positive: Tensor | None,
+        tau: float,
+        chunk: int,
+    ) -> Tensor:
+        out = sim.new_empty(1 if positive is None else 2, rows.numel())
+        for start in range(0, rows.numel(), chunk):
+            r, c = rows[start : start + chunk], cols[start : start + chunk]
+            sig = _sigmoid_rows(sim, r, c, tau)
+            total = sig.sum(1)
+            if self_columns is not None:
+                total -= sig.gather(1, self_columns[r][:, None]).squeeze(1)
+            out[0, start : start + chunk] = total
+            if positive is not None:
+                out[1, start : start + chunk] = sig.masked_fill_(~positive[r], 0).sum(1)
+        ctx.save_for_backward(sim, rows, cols, self_columns, positive)
+        ctx.tau, ctx.chunk = tau, chunk
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        sim, rows, cols, self_columns, positive = ctx.saved_tensors
+        tau, chunk = ctx.tau, ctx.chunk
+        grad = torch.zeros_like(sim)
+        for start in range(0, rows.numel(), chunk):
+            r, c = rows[start : start + chunk], cols[start : start + chunk]
+            sig = _sigmoid_rows(sim, r, c, tau)
+            w = sig.mul_(1 - sig)
+            g = grad_out[:, start : start + chunk] / tau
+            if positive is None:
+                w.mul_(g[0][:, None])
+            else:
+                w.mul_(torch.where(positive[r], g[0][:, None] + g[1][:, None], g[0][:, None]))
+            if self_columns is not None:
+                w.scatter_(1, self_columns[r][:, None], 0)
+            grad.index_put_((r,), w, accumulate=True)
+            grad.index_put_((r, c), -w.sum(1), accumulate=True)
+        return grad, None, None, None, None, None, None
+
+
+def _self_columns(block: PairBlock) -> Tensor | None:
+    """The column of each query in its own row (``None`` when the references are not the queries)."""
+    return block.rows if block.self_pairs else None
+
+
+def _no_positive(sim: Tensor) -> Tensor:
+    """``[0, 0]``: the sums of a block without positive pair, attached to ``sim`` for the engine's backward."""
+    return sim.new_zeros(2) + 0 * sim[:1, :1].sum()
+
+
+def _check_temperature(value: float, name: str) -> float:
+    return check_positive(float(value), name)
+
+
+def simix(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    max_pairs_per_class: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """SiMix, similarity mixup (Patel, Tolias, Matas, CVPR 2022): virtual samples from same-class pairs.
+
+    For every pair ``(a, b)`` of samples of the same class (``n(n−1)/2`` pairs for ``n`` samples of a
+    class: 3, 6, 15 for 3, 4, 6 samples per class, as in the authors' code) draw ``α ~ U(0, 1)`` and form
+    ``v = α x_a + (1 − α) x_b`` from the (already L2-normalised) embeddings, *without* re-normalising.
+    Then for any sample ``q``
+
+        s(q, v) = q·v = α s(q, a) + (1 − α) s(q, b),
+
+    so the virtual samples are exactly similarity mixes: they cost ``O(M·D)`` to form and ``O(N·M)`` extra
+    similarities in the engine's matrix product, and they never go through the network. The virtual samples
+    carry the label of their class and act both as queries and as positives/negatives of the others.
+
+    Args:
+        embeddings: ``[N, D]`` normalised embeddings.
+        labels: ``[N]`` class ids.
+        max_pairs_per_class: mix at most this many randomly chosen pairs per class (all pairs when ``None``).
+        generator: random source for the pairs and the ``α`` (defaults to the global one).
+
+    Returns:
+        ``(virtual [M, D], virtual_labels [M])``.
+    """
+    embeddings, labels, _, _ = check_pair_inputs(embeddings, labels)
+    if labels.ndim != 1:
+        raise ValueError("simix needs 1-D class ids")
+    if max_pairs_per_class is not None and max_pairs_per_class < 1:
+        raise ValueError(f"max_pairs_per_class must be >= 1, got {max_pairs_per_class}")
+    first: list[Tensor] = []
+    second: list[Tensor] = []
+    for cls in torch.unique(labels):
+        members = torch.nonzero(labels == cls).flatten()
+        if members.numel() < 2:
+            continue
+        a, b = torch.triu_indices(members.numel(), members.numel(), offset=1, device=labels.device)
+        if max_pairs_per_class is not None and a.numel() > max_pairs_per_class:
+            keep = torch.randperm(a.numel(), generator=generator)[:max_pairs_per_class].to(a.device)
+            a, b = a[keep], b[keep]
+        first.append(members[a])
+        second.append(members[b])
+    if not first:
+        return embeddings.new_zeros(0, embeddings.shape[1]), labels.new_zeros(0)
+    ia, ib = torch.cat(first), torch.cat(second)
+    alpha = torch.rand(ia.numel(), 1, generator=generator, dtype=embeddings.dtype).to(embeddings.device)
+    return alpha * embeddings[ia] + (1 - alpha) * embeddings[ib], labels[ia]
+
+
+def _with_simix(
+    embeddings: Tensor, labels: Tensor, use_simix: bool, max_pairs_per_class: int | None
+) -> tuple[Tensor, Tensor]:
+    """The batch as the engine sees it: normalised embeddings, plus SiMix's virtual samples when asked."""
+    normalised = F.normalize(embeddings, p=2, dim=1)
+    if not use_simix:
+        return normalised, labels
+    virtual, virtual_labels = simix(normalised, labels, max_pairs_per_class=max_pairs_per_class)
+    return torch.cat([normalised, virtual]), torch.cat([labels, virtual_labels])
+
+
+def recall_at_k_surrogate_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    k: Sequence[int] = (1, 2, 4, 8, 16),
+    tau1: float = 1.0,
+    tau2: float = 0.01,
+    code_variant: bool = False,
+    use_simix: bool = False,
+    simix_max_pairs_per_class: int | None = None,
+    block_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> Tensor:
+    """Recall@k surrogate loss, RS@k (Patel, Tolias, Matas, "Recall@k Surrogate Loss with Large Batches and
+    Similarity Mixup", CVPR 2022).
+
+    On cosine similarities ``s``, for query ``q`` with positives ``P_q`` and the other batch items ``Ω_q``:
+
+        rank(q, x) = 1 + Σ_{z ∈ Ω_q, z ≠ x} σ((s_qz − s_qx) / τ2)
+        R̃@k(q)    = Σ_{x ∈ P_q} σ((k − rank(q, x)) / τ1) / min(k, |P_q|)
+        L          = mean over queries with |P_q| > 0 and over k ∈ K of (1 − R̃@k(q))
+
+    A query without positive contributes nothing (and a batch without any positive gives 0).
+
+    ``code_variant=True`` follows the authors' public code (RecallatK_surrogate, ``src/losses.py``) instead
+    of the paper in its two details: the rank sum also counts the query itself (``Ω_q`` includes ``q``, so
+    every rank is about one higher; OML's ``SurrogatePrecision`` compensates with ``k + 1``), and the
+    numerator is clamped at ``k``. With a separate reference set the query is not among the references and
+    only the clamp differs.
+
+    Args:
+        k: the cut-offs ``K`` averaged in the loss.
+        tau1: temperature of the sigmoid on ``k − rank``.
+        tau2: temperature of the sigmoid rank (smaller = closer to the true rank, sparser gradients).
+        code_variant: use the authors' code's definition (see above).
+        use_simix: add SiMix virtual samples (:func:`simix`) to the batch before computing the loss.
+        simix_max_pairs_per_class: cap on mixed pairs per class (all same-class pairs when ``None``).
+        block_size: queries per engine block (automatic when ``None``).
+        memory_budget: bytes that one block's and one chunk's temporaries may take.
+
+    Cost ``O(N · |P| · N)`` time, ``O(block · N + chunk · N)`` memory.
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    ks = [int(v) for v in k]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"k must be a non-empty sequence of integers >= 1, got {list(k)}")
+    _check_temperature(tau1, "tau1")
+    _check_temperature(tau2, "tau2")
+    if use_simix and ref_emb is not None:
+        raise ValueError("use_simix mixes the batch with itself and cannot be combined with ref_emb")
+    query, query_labels = _with_simix(embeddings, labels, use_simix, simix_max_pairs_per_class)
+    reference = None if ref_emb is None else F.normalize(ref_emb, p=2, dim=1)
+
+    def row(block: PairBlock) -> Tensor:
+        sim = block.sim
+        rows, cols = torch.nonzero(block.positive, as_tuple=True)
+        if rows.numel() == 0:
+            return _no_positive(sim)
+        self_columns = None if code_variant else _self_columns(block)
+        chunk = _chunk_size(sim.shape[1], sim.element_size(), memory_budget)
+        above = _SigmoidRankSums.apply(sim, rows, cols, self_columns, None, tau2, chunk)[0]
+        rank = 0.5 + above  # 1 + Σ_{z ≠ x}: the term z = x is σ(0) = 1/2 and has zero gradient
+        cutoffs = torch.tensor(ks, dtype=sim.dtype, device=sim.device)
+        soft = torch.sigmoid((cutoffs[None, :] - rank[:, None]) / tau1)
+        numerator = sim.new_zeros(sim.shape[0], len(ks)).index_put_((rows,), soft, accumulate=True)
+        if code_variant:
+            numerator = torch.minimum(numerator, cutoffs[None, :])
+        n_pos = block.positive.sum(1).to(sim.dtype)
+        has = n_pos > 0
+        denominator = torch.minimum(cutoffs[None, :], n_pos[:, None]).clamp_min(1)
+        per_query = (1 - numerator / denominator).mean(1)
+        return torch.stack([torch.where(has, per_query, 0).sum(), has.sum().to(sim.dtype)])
+
+    sums = row_block_sums(
+        row,
+        query,
+        query_labels,
+        reference,
+        ref_labels,
+        similarity=DotProductSimilarity(),
+        block_size=block_size,
+        memory_budget=memory_budget,
+        working_copies=4,
+    )
+    return mean_of_active(sums[0], sums[1])
+
+
+def smooth_ap_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    tau: float = 0.01,
+    use_simix: bool = False,
+    simix_max_pairs_per_class: int | None = None,
+    block_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> Tensor:
+    """Smooth-AP (Brown, Xie, Kalogeiton, Zisserman, "Smooth-AP: Smoothing the Path Towards Large-Scale Image
+    Retrieval", ECCV 2020).
+
+    On cosine similarities, with the same sigmoid rank as RS@k computed over the positives and over all items:
+
+        AP̃(q) = (1/|P_q|) Σ_{x ∈ P_q} (1 + Σ_{z ∈ P_q, z ≠ x} σ((s_qz − s_qx)/τ))
+                                       / (1 + Σ_{z ∈ Ω_q, z ≠ x} σ((s_qz − s_qx)/τ))
+        L     = mean over queries with |P_q| > 0 of (1 − AP̃(q))
+
+    ``τ = 0.01`` is the paper's default. A query without positive contributes nothing.
+    """
+    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    _check_temperature(tau, "tau")
+    if use_simix and ref_emb is not None:
+        raise ValueError("use_simix mixes the batch with itself and cannot be combined with ref_emb")
+    query, query_labels = _with_simix(embeddings, labels, use_simix, simix_max_pairs_per_class)
+    reference = None if ref_emb is None else F.normalize(ref_emb, p=2, dim=1)
+
+    def row(block: PairBlock) -> Tensor:
+        sim = block.sim
+        rows, cols = torch.nonzero(block.positive, as_tuple=True)
+        if rows.numel() == 0:
+            return _no_positive(sim)
+        chunk = _chunk_size(sim.shape[1], sim.element_size(), memory_budget)
+        above_all, above_pos = _SigmoidRankSums.apply(sim, rows, cols, _self_columns(block), block.positive, tau, chunk)
+        ratio = (0.5 + above_pos) / (0.5 + above_all)  # both sums include z = x, whose σ(0) = 1/2
+        n_pos = block.positive.sum(1).to(sim.dtype)
+        has = n_pos > 0
+        ap = sim.new_zeros(sim.shape[0]).index_put_((rows,), ratio, accumulate=True) / n_pos.clamp_min(1)
+        return torch.stack([torch.where(has, 1 - ap, 0).sum(), has.sum().to(sim.dtype)])
+
+    sums = row_block_sums(
+        row,
+        query,
+        query_labels,
+        reference,
+        ref_labels,
+        similarity=DotProductSimilarity(),
+        block_size=block_size,
+        memory_budget=memory_budget,
+        working_copies=4,
+    )
+    return mean_of_active(sums[0], sums[1])
+
+
+class RecallAtKSurrogateLoss(EmbeddingLoss):
+    """Recall@k surrogate (RS@k): one minus a smooth Recall@k averaged over ``k ∈ K``, optionally with SiMix.
+
+    See :func:`recall_at_k_surrogate_loss` for the formula, the code variant and the arguments.
+    """
+
+    formula = "mean_{q,k} 1 − Σ_{x∈P_q} σ((k − 1 − Σ_{z≠x} σ((s_qz − s_qx)/τ2))/τ1) / min(k, |P_q|)"
+    paper = "Patel, Tolias, Matas. Recall@k Surrogate Loss with Large Batches and Similarity Mixup. CVPR 2022"
+    family = "recall"
+
+    def __init__(
+        self,
+        k: Sequence[int] = (1, 2, 4, 8, 16),
+        tau1: float = 1.0,
+        tau2: float = 0.01,
+        code_variant: bool = False,
+        use_simix: bool = False,
+        simix_max_pairs_per_class: int | None = None,
+        block_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        super().__init__()
+        self.k = tuple(int(v) for v in k)
+        self.tau1 = tau1
+        self.tau2 = tau2
+        self.code_variant = code_variant
+        self.use_simix = use_simix
+        self.simix_max_pairs_per_class = simix_max_pairs_per_class
+        self.block_size = block_size
+        self.memory_budget = memory_budget
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return recall_at_k_surrogate_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            k=self.k,
+            tau1=self.tau1,
+            tau2=self.tau2,
+            code_variant=self.code_variant,
+            use_simix=self.use_simix,
+            simix_max_pairs_per_class=self.simix_max_pairs_per_class,
+            block_size=self.block_size,
+            memory_budget=self.memory_budget,
+        )
+
+
+class SmoothAPLoss(EmbeddingLoss):
+    """Smooth-AP: one minus a smooth average precision with sigmoid ranks. See :func:`smooth_ap_loss`."""
+
+    formula = "mean_q 1 − (1/|P_q|) Σ_{x∈P_q} (1 + Σ_{z∈P_q,z≠x} σ(Δ/τ)) / (1 + Σ_{z∈Ω_q,z≠x} σ(Δ/τ))"
+    paper = (
+        "Brown, Xie, Kalogeiton, Zisserman. Smooth-AP: Smoothing the Path Towards Large-Scale "
+        "Image Retrieval. ECCV 2020"
+    )
+    family = "recall"
+
+    def __init__(
+        self,
+        tau: float = 0.01,
+        use_simix: bool = False,
+        simix_max_pairs_per_class: int | None = None,
+        block_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        super().__init__()
+        self.tau = tau
+        self.use_simix = use_simix
+        self.simix_max_pairs_per_class = simix_max_pairs_per_class
+        self.block_size = block_size
+        self.memory_budget = memory_budget
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return smooth_ap_loss(
+            embeddings,
+            labels,
+            ref_emb,
+            ref_labels,
+            tau=self.tau,
+            use_simix=self.use_simix,
+            simix_max_pairs_per_class=self.simix_max_pairs_per_class,
+            block_size=self.block_size,
+            memory_budget=self.memory_budget,
+        )

@@ -1,0 +1,83 @@
+"""The rendered-glyph open-set data set: many distinct classes, disjoint pools, augmentation, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pairloss.data.glyphs import (
+    _classes,
+    candidate_characters,
+    glyph_fonts,
+    glyph_pools,
+    open_set_glyphs,
+    render_glyphs,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one thread avoids waiting on a second, busy core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_at_least_200_distinct_classes_and_look_alikes_merged() -> None:
+    classes = _classes()
+    assert len(classes) >= 200
+    assert len(set(classes)) == len(classes)
+    assert "A" in classes and "\u0391" not in classes and "\u0410" not in classes  # Latin A = Greek/Cyrillic A
+    assert len(glyph_fonts()) >= 12
+    assert len(candidate_characters()) > len(classes)
+
+
+def test_pools_are_disjoint_and_cover_the_classes() -> None:
+    pools = glyph_pools(100, 100, split_seed=3)
+    train, test, pretrain = set(pools.train), set(pools.test), set(pools.pretrain)
+    assert len(train) == len(test) == 100
+    assert not (train & test) and not (train & pretrain) and not (test & pretrain)
+    assert train | test | pretrain == set(_classes())
+    assert glyph_pools(100, 100, split_seed=3) == pools
+    assert glyph_pools(100, 100, split_seed=4).test != pools.test
+    assert len(glyph_pools(10, 10, n_pretrain=5).pretrain) == 5
+    with pytest.raises(ValueError, match="distinct characters"):
+        glyph_pools(10_000, 10)
+
+
+def test_render_shapes_range_and_determinism() -> None:
+    images, labels = render_glyphs(["A", "b", "\u05d0"], 5, size=12, seed=1)
+    assert images.shape == (15, 1, 12, 12) and images.dtype == torch.float32
+    assert torch.equal(labels, torch.arange(3).repeat_interleave(5))
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    again, _ = render_glyphs(["A", "b", "\u05d0"], 5, size=12, seed=1)
+    assert torch.equal(images, again)
+    other, _ = render_glyphs(["A", "b", "\u05d0"], 5, size=12, seed=2)
+    assert not torch.equal(images, other)
+
+
+def test_augmentation_varies_samples_but_keeps_classes_apart() -> None:
+    images, labels = render_glyphs(["O", "X"], 8, size=16, seed=0)
+    flat = images.flatten(1).numpy()
+    assert np.std(flat[:8], axis=0).mean() > 0.02  # samples of a class differ
+    centroid_o, centroid_x = flat[:8].mean(0), flat[8:].mean(0)
+    nearest = [np.argmin([np.linalg.norm(f - centroid_o), np.linalg.norm(f - centroid_x)]) for f in flat]
+    assert (np.array(nearest) == labels.numpy()).mean() >= 0.9
+
+
+def test_open_set_split_has_disjoint_labels() -> None:
+    split = open_set_glyphs(n_train=6, n_test=4, samples_per_class=3, size=10)
+    assert split.train_x.shape == (18, 100) and split.test_x.shape == (12, 100)
+    assert set(split.train_y.tolist()) == set(range(6))
+    assert set(split.test_y.tolist()) == set(range(6, 10))
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError, match="samples_per_class"):
+        render_glyphs(["A"], 0)
+    with pytest.raises(ValueError, match="size"):
+        render_glyphs(["A"], 1, size=2)
+    with pytest.raises(ValueError, match="no bundled font"):
+        render_glyphs(["\U000e0041"], 1)  # a tag character: in no text font
