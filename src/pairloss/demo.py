@@ -109,15 +109,25 @@ def _figure(
     ax = axes[0]
     for name, metrics in results.items():
         ax.plot(K, [100 * metrics[f"recall@{k}"] for k in K], marker="o", label=name)
-    ax.set(xscale="log", xticks=K, xticklabels=[str(k) for k in K], xlabel="k", ylabel="Recall@k (%)")
+    ax.set(xscale="log", xlabel="k", ylabel="Recall@k (%)")
+    ax.minorticks_off()
+    ax.set_xticks(K, [str(k) for k in K])
     ax.set_title("Recall@k on unseen digits 5–9")
     ax.legend(fontsize=8)
     for ax, (name, points) in zip(axes[1:], projections.items(), strict=True):
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6, vmin=0, vmax=9)
+        scatter = ax.scatter(
+            points[:, 0],
+            points[:, 1],
+            c=labels,
+            cmap=plt.get_cmap("tab10", len(np.unique(labels))),
+            s=6,
+            vmin=labels.min() - 0.5,
+            vmax=labels.max() + 0.5,
+        )
         ax.set_title(f"{name}: test embeddings (PCA)")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(scatter, ax=axes[-1], label="digit")
+    fig.colorbar(scatter, ax=axes[-1], label="digit", ticks=np.unique(labels))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
