@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairloss.engine import PairBlock, auto_block_size, dense_row_sums, row_block_sums
+from pairloss.engine import MAX_TEMPORARY_BYTES, PairBlock, auto_block_size, dense_row_sums, row_block_sums
 from pairloss.pairs import label_masks, same_label
 from pairloss.similarity import (
     BaseSimilarity,
@@ -120,11 +120,13 @@ def test_auto_block_size_respects_budget(
 ) -> None:
     b = auto_block_size(n_rows, n_columns, element_size, budget, copies)
     per_row = n_columns * element_size * copies
+    row_bytes = n_columns * element_size
     assert 1 <= b <= n_rows
     if b > 1:
         assert b * per_row <= budget
-    if b < n_rows:
-        assert (b + 1) * per_row > budget
+        assert b * row_bytes <= MAX_TEMPORARY_BYTES
+    if b < n_rows:  # the block is as large as both limits allow
+        assert (b + 1) * per_row > budget or (b + 1) * row_bytes > MAX_TEMPORARY_BYTES
 
 
 def test_automatic_block_size_is_used(monkeypatch: pytest.MonkeyPatch) -> None:

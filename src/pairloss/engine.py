@@ -31,6 +31,7 @@ from pairloss.similarity import BaseSimilarity
 __all__ = [
     "CROSS_RANK",
     "DEFAULT_MEMORY_BUDGET",
+    "MAX_TEMPORARY_BYTES",
     "CrossRankHook",
     "PairBlock",
     "RowFunction",
@@ -41,6 +42,12 @@ __all__ = [
 
 #: Bytes that one block's temporaries may take (similarities, masks and the row function's intermediates).
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
+
+#: Largest single ``[b, M]`` temporary. The C allocator hands larger buffers back to the system when they are freed
+#: (glibc's mmap threshold is at most 32 MiB), so every block would page-fault its temporaries in again, which costs
+#: about four times the arithmetic on them; smaller blocks reuse the same memory. Measured at N = 8192: contrastive
+#: forward + backward 2.2 s with 2730-row blocks, 1.45 s with 256-row blocks.
+MAX_TEMPORARY_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -93,9 +100,12 @@ CROSS_RANK: ContextVar[CrossRankHook | None] = ContextVar("pairloss_cross_rank",
 
 
 def auto_block_size(n_rows: int, n_columns: int, element_size: int, budget: int, working_copies: int) -> int:
-    """Largest block of rows whose ``working_copies`` temporaries of ``[b, n_columns]`` fit in ``budget`` bytes."""
-    per_row = max(1, n_columns * element_size * working_copies)
-    return int(max(1, min(n_rows, budget // per_row)))
+    """Rows per block: ``working_copies`` temporaries of ``[b, n_columns]`` fit in ``budget`` bytes, and each one
+    stays under :data:`MAX_TEMPORARY_BYTES`."""
+    row_bytes = max(1, n_columns * element_size)
+    by_budget = budget // (row_bytes * working_copies)
+    by_allocator = MAX_TEMPORARY_BYTES // row_bytes
+    return int(max(1, min(n_rows, by_budget, by_allocator)))
 
 
 @dataclass(frozen=True)
