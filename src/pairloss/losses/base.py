@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from pairloss._validation import check_embeddings, check_labels
 
-__all__ = ["EmbeddingLoss", "PairLoss", "check_pair_inputs", "mean_of_active", "registered_losses"]
+__all__ = [
+    "EmbeddingLoss",
+    "FunctionalEmbeddingLoss",
+    "PairLoss",
+    "check_pair_inputs",
+    "mean_of_active",
+    "registered_losses",
+]
 
 
 class PairLoss(nn.Module):
@@ -82,3 +90,26 @@ class EmbeddingLoss(PairLoss):
     The call signature is pytorch-metric-learning's: ``loss(embeddings, labels, ref_emb=None, ref_labels=None)``.
     When the reference set is omitted the batch is compared with itself and self-pairs are excluded.
     """
+
+
+class FunctionalEmbeddingLoss(EmbeddingLoss):
+    """An embedding loss whose module is its functional form plus stored hyper-parameters.
+
+    Subclasses set ``loss_function`` (e.g. ``staticmethod(contrastive_loss)``) and ``options``, the names of the
+    attributes passed to it as keyword arguments; ``forward`` is then
+    ``loss_function(embeddings, labels, ref_emb, ref_labels, **{name: getattr(self, name) for name in options})``.
+    """
+
+    #: The functional form that ``forward`` calls, and the attributes passed to it as keyword arguments.
+    loss_function: ClassVar[Callable[..., Tensor]]
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        hyper_parameters: dict[str, Any] = {name: getattr(self, name) for name in self.options}
+        return type(self).loss_function(embeddings, labels, ref_emb, ref_labels, **hyper_parameters)

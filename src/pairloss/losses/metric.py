@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from pairloss._validation import check_choice
 from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, row_block_sums
-from pairloss.losses.base import EmbeddingLoss, check_pair_inputs, mean_of_active
+from pairloss.losses.base import EmbeddingLoss, FunctionalEmbeddingLoss, check_pair_inputs, mean_of_active
 from pairloss.similarity import BaseSimilarity, CosineSimilarity, DotProductSimilarity, LpDistance
 
 __all__ = [
@@ -100,7 +100,7 @@ def contrastive_loss(
     return mean_of_active(sums[0], sums[1]) + mean_of_active(sums[2], sums[3])
 
 
-class ContrastiveLoss(EmbeddingLoss):
+class ContrastiveLoss(FunctionalEmbeddingLoss):
     """Contrastive loss: pull positive pairs within ``pos_margin``, push negatives beyond ``neg_margin``.
 
     See :func:`contrastive_loss` for the formula. Arguments and defaults are PML's.
@@ -124,23 +124,8 @@ class ContrastiveLoss(EmbeddingLoss):
         self.distance = distance if distance is not None else LpDistance()
         self.block_size = block_size
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return contrastive_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            pos_margin=self.pos_margin,
-            neg_margin=self.neg_margin,
-            distance=self.distance,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(contrastive_loss)
+    options = ("pos_margin", "neg_margin", "distance", "block_size")
 
 
 TRIPLET_MINING = ("all", "semihard", "batch_hard")
@@ -335,7 +320,7 @@ def triplet_margin_loss(
     return mean_of_active(sums[0], sums[1])
 
 
-class TripletMarginLoss(EmbeddingLoss):
+class TripletMarginLoss(FunctionalEmbeddingLoss):
     """Triplet margin loss with all, semi-hard or batch-hard triplets (see :func:`triplet_margin_loss`).
 
     Arguments and defaults are PML's, plus ``mining`` (``"all"``: PML's ``triplets_per_anchor="all"``).
@@ -366,26 +351,8 @@ class TripletMarginLoss(EmbeddingLoss):
         self.distance = distance if distance is not None else LpDistance()
         self.block_size = block_size
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return triplet_margin_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            margin=self.margin,
-            swap=self.swap,
-            smooth_loss=self.smooth_loss,
-            triplets_per_anchor=self.triplets_per_anchor,
-            mining=self.mining,
-            distance=self.distance,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(triplet_margin_loss)
+    options = ("margin", "swap", "smooth_loss", "triplets_per_anchor", "mining", "distance", "block_size")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -445,7 +412,7 @@ def multi_similarity_loss(
     return _zero_unless(_generic_pair_keep(sums[1], sums[2]), sums[0] / sums[3])
 
 
-class MultiSimilarityLoss(EmbeddingLoss):
+class MultiSimilarityLoss(FunctionalEmbeddingLoss):
     """Multi-similarity loss: soft weighting of positives and negatives by self- and relative similarity.
 
     See :func:`multi_similarity_loss`. Arguments and defaults are PML's.
@@ -471,24 +438,8 @@ class MultiSimilarityLoss(EmbeddingLoss):
         self.distance = distance if distance is not None else CosineSimilarity()
         self.block_size = block_size
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return multi_similarity_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            alpha=self.alpha,
-            beta=self.beta,
-            base=self.base,
-            distance=self.distance,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(multi_similarity_loss)
+    options = ("alpha", "beta", "base", "distance", "block_size")
 
 
 def circle_loss(
@@ -543,7 +494,7 @@ def circle_loss(
     return _zero_unless(_generic_pair_keep(sums[2], sums[3]), mean_of_active(sums[0], sums[1]))
 
 
-class CircleLoss(EmbeddingLoss):
+class CircleLoss(FunctionalEmbeddingLoss):
     """Circle loss: self-paced re-weighting of within- and between-class pairs. See :func:`circle_loss`."""
 
     formula = "mean_{i,ℓ>0} softplus(log Σ_P e^{−γα_p(s_p−Δ_p)} + log Σ_N e^{γα_n(s_n−Δ_n)})"
@@ -566,23 +517,8 @@ class CircleLoss(EmbeddingLoss):
             raise ValueError(f"CircleLoss needs a similarity (e.g. CosineSimilarity), got {self.distance!r}")
         self.block_size = block_size
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return circle_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            m=self.m,
-            gamma=self.gamma,
-            distance=self.distance,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(circle_loss)
+    options = ("m", "gamma", "distance", "block_size")
 
 
 def generalized_lifted_structure_loss(
@@ -628,7 +564,7 @@ def generalized_lifted_structure_loss(
     return _zero_unless(_generic_pair_keep(sums[1], sums[2]), sums[0] / sums[3])
 
 
-class GeneralizedLiftedStructureLoss(EmbeddingLoss):
+class GeneralizedLiftedStructureLoss(FunctionalEmbeddingLoss):
     """Generalized lifted structure loss: soft-max positive distance vs soft-min negative distance per anchor.
 
     See :func:`generalized_lifted_structure_loss`. Arguments and defaults are PML's.
@@ -652,23 +588,8 @@ class GeneralizedLiftedStructureLoss(EmbeddingLoss):
         self.distance = distance if distance is not None else LpDistance()
         self.block_size = block_size
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return generalized_lifted_structure_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            neg_margin=self.neg_margin,
-            pos_margin=self.pos_margin,
-            distance=self.distance,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(generalized_lifted_structure_loss)
+    options = ("neg_margin", "pos_margin", "distance", "block_size")
 
 
 def lifted_structure_loss(
@@ -885,7 +806,7 @@ def ntxent_loss(
     return _zero_unless(keep, mean_of_active(sums[0], sums[1]))
 
 
-class NTXentLoss(EmbeddingLoss):
+class NTXentLoss(FunctionalEmbeddingLoss):
     """NT-Xent (InfoNCE): each positive pair against the anchor's negatives. See :func:`ntxent_loss`."""
 
     formula = "mean_{(i,p)} −log(e^{s_ip/τ} / (e^{s_ip/τ} + Σ_N e^{s_in/τ}))"
@@ -904,22 +825,8 @@ class NTXentLoss(EmbeddingLoss):
         self.distance = distance if distance is not None else CosineSimilarity()
         self.block_size = block_size
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return ntxent_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            temperature=self.temperature,
-            distance=self.distance,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(ntxent_loss)
+    options = ("temperature", "distance", "block_size")
 
 
 def supcon_loss(
@@ -967,7 +874,7 @@ def supcon_loss(
     return _zero_unless(keep, mean_of_active(sums[0], sums[1]))
 
 
-class SupConLoss(EmbeddingLoss):
+class SupConLoss(FunctionalEmbeddingLoss):
     """Supervised contrastive loss: every same-class sample is a positive. See :func:`supcon_loss`."""
 
     formula = "mean_{i,ℓ>0} −(1/|P_i|) Σ_P log(e^{s_ip/τ} / Σ_{a≠i} e^{s_ia/τ})"
@@ -986,22 +893,8 @@ class SupConLoss(EmbeddingLoss):
         self.distance = distance if distance is not None else CosineSimilarity()
         self.block_size = block_size
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return supcon_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            temperature=self.temperature,
-            distance=self.distance,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(supcon_loss)
+    options = ("temperature", "distance", "block_size")
 
 
 # ----------------------------------------------------------------------------------------------------

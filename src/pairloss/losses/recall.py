@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from pairloss._validation import check_positive
 from pairloss.engine import DEFAULT_MEMORY_BUDGET, PairBlock, row_block_sums
-from pairloss.losses.base import EmbeddingLoss, check_pair_inputs, mean_of_active
+from pairloss.losses.base import FunctionalEmbeddingLoss, check_pair_inputs, mean_of_active
 from pairloss.similarity import DotProductSimilarity
 
 __all__ = [
@@ -329,7 +329,7 @@ def smooth_ap_loss(
     return mean_of_active(sums[0], sums[1])
 
 
-class RecallAtKSurrogateLoss(EmbeddingLoss):
+class RecallAtKSurrogateLoss(FunctionalEmbeddingLoss):
     """Recall@k surrogate (RS@k): one minus a smooth Recall@k averaged over ``k ∈ K``, optionally with SiMix.
 
     See :func:`recall_at_k_surrogate_loss` for the formula, the code variant and the arguments.
@@ -360,30 +360,20 @@ class RecallAtKSurrogateLoss(EmbeddingLoss):
         self.block_size = block_size
         self.memory_budget = memory_budget
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return recall_at_k_surrogate_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            k=self.k,
-            tau1=self.tau1,
-            tau2=self.tau2,
-            code_variant=self.code_variant,
-            use_simix=self.use_simix,
-            simix_max_pairs_per_class=self.simix_max_pairs_per_class,
-            block_size=self.block_size,
-            memory_budget=self.memory_budget,
-        )
+    loss_function = staticmethod(recall_at_k_surrogate_loss)
+    options = (
+        "k",
+        "tau1",
+        "tau2",
+        "code_variant",
+        "use_simix",
+        "simix_max_pairs_per_class",
+        "block_size",
+        "memory_budget",
+    )
 
 
-class SmoothAPLoss(EmbeddingLoss):
+class SmoothAPLoss(FunctionalEmbeddingLoss):
     """Smooth-AP: one minus a smooth average precision with sigmoid ranks. See :func:`smooth_ap_loss`."""
 
     formula = "mean_q 1 − (1/|P_q|) Σ_{x∈P_q} (1 + Σ_{z∈P_q,z≠x} σ(Δ/τ)) / (1 + Σ_{z∈Ω_q,z≠x} σ(Δ/τ))"
@@ -408,21 +398,5 @@ class SmoothAPLoss(EmbeddingLoss):
         self.block_size = block_size
         self.memory_budget = memory_budget
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_emb: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        return smooth_ap_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            tau=self.tau,
-            use_simix=self.use_simix,
-            simix_max_pairs_per_class=self.simix_max_pairs_per_class,
-            block_size=self.block_size,
-            memory_budget=self.memory_budget,
-        )
+    loss_function = staticmethod(smooth_ap_loss)
+    options = ("tau", "use_simix", "simix_max_pairs_per_class", "block_size", "memory_budget")
