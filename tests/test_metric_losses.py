@@ -13,7 +13,7 @@ from pytorch_metric_learning.distances import CosineSimilarity as PMLCosineSimil
 from torch import Tensor
 
 import reference_loops as ref
-from pairloss import functional
+from pairloss import engine, functional
 from pairloss.engine import dense_row_sums
 from pairloss.losses import metric
 from pairloss.similarity import CosineSimilarity
@@ -182,8 +182,26 @@ def test_blocks_equal_dense(name: str, block_size: int, monkeypatch: pytest.Monk
         torch.testing.assert_close(blocked_grad, dense_grad, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["contrastive", "contrastive_cosine", "multi_similarity"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-paths", "sparse-paths"])
+def test_sparse_and_dense_paths_match_pml(name: str, sparse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The losses with slopes take sparse shortcuts when few pairs are active or positive; both ways agree."""
+    monkeypatch.setattr(engine, "SPARSE_SLOPE_DENSITY", 1.0 if sparse else 0.0)
+    monkeypatch.setattr(metric, "_SPARSE_MASK_DENSITY", 1.0 if sparse else 0.0)
+    case = CASES[name]
+    x, y = _batch(16, classes=6, seed=7)
+    for args in [(y, None, None), (y, *_batch(9, classes=6, seed=8))]:
+        ours, ours_grad = _value_and_grad(case.ours, x, *args, block_size=5)
+        theirs, theirs_grad = _value_and_grad(case.pml, x, *args)
+        assert ours == pytest.approx(theirs, abs=1e-9, rel=1e-9)
+        torch.testing.assert_close(ours_grad, theirs_grad, atol=1e-9, rtol=1e-8)
+    leaf = x[:7].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda e: case.ours(e, y[:7], block_size=3), (leaf,), eps=1e-6, atol=1e-5)
+
+
 def _dense_engine(row_fn: Callable[..., Tensor], *args: object, **kwargs: object) -> Tensor:
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("block_size", "working_copies", "memory_budget")}
+    engine_only = ("block_size", "working_copies", "memory_budget", "symmetric")
+    kwargs = {k: v for k, v in kwargs.items() if k not in engine_only}
     return dense_row_sums(row_fn, *args, **kwargs)  # type: ignore[arg-type]
 
 

@@ -12,6 +12,18 @@ similarity blocks twice (the same trade as activation checkpointing and flash at
 the engine under ordinary autograd, so any differentiable function of the sums is allowed.
 
 A loss only writes its row function: ``PairBlock -> Tensor[m]`` (the block's sums).
+
+Two opt-in speed-ups for row functions that know more about themselves:
+
+* **Slopes.** A row function may return :class:`RowSums`: its sums computed without autograd together with their
+  derivatives w.r.t. the block's scores (``∂T_k/∂S``, a ``[b, M]`` tensor per statistic, ``None`` for counts).
+  The engine then accumulates the gradient of every statistic w.r.t. the embeddings during the forward pass — with
+  two matmuls per block, or two sparse products when a slope is mostly zero (hinge losses) — and the backward only
+  combines them with ``∂L/∂T``: no block is recomputed and no autograd graph is replayed.
+* **Symmetry.** ``symmetric=True`` declares that each statistic is a sum over pairs of a function of
+  ``(S_ij, label relation)`` that is the same for ``(i, j)`` and ``(j, i)`` (contrastive-style losses). With the
+  queries as their own references the engine then scores only the pairs ``j > i`` and counts each twice: half the
+  matmul and half the element-wise work.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from pairloss._sparse_pairs import SparsePairWeights
 from pairloss.pairs import label_masks
 from pairloss.similarity import BaseSimilarity
 
@@ -32,9 +45,11 @@ __all__ = [
     "CROSS_RANK",
     "DEFAULT_MEMORY_BUDGET",
     "MAX_TEMPORARY_BYTES",
+    "SPARSE_SLOPE_DENSITY",
     "CrossRankHook",
     "PairBlock",
     "RowFunction",
+    "RowSums",
     "auto_block_size",
     "dense_row_sums",
     "row_block_sums",
@@ -48,6 +63,10 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 #: about four times the arithmetic on them; smaller blocks reuse the same memory. Measured at N = 8192: contrastive
 #: forward + backward 2.2 s with 2730-row blocks, 1.45 s with 256-row blocks.
 MAX_TEMPORARY_BYTES = 8 * 2**20
+
+#: A slope with at most this fraction of non-zero entries is applied by two sparse (compressed-row) products
+#: instead of two dense matmuls over the whole block.
+SPARSE_SLOPE_DENSITY = 0.02
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,9 @@ class PairBlock:
         reference: the prepared references ``[M, D]``.
         params: extra differentiable tensors the loss passed in (learnable margins, proxies, ...).
         self_pairs: whether the references contain the queries themselves (then self-pairs are masked out).
+        column_offset: index of the block's first reference column in the whole reference set (non-zero only in
+            the engine's symmetric mode, where a block sees the columns from its first row on, and the pairs
+            ``j <= i`` are in neither mask).
     """
 
     sim: Tensor
@@ -77,9 +99,41 @@ class PairBlock:
     reference: Tensor
     params: tuple[Tensor, ...]
     self_pairs: bool
+    column_offset: int = 0
 
 
-RowFunction = Callable[[PairBlock], Tensor]
+@dataclass(frozen=True)
+class RowSums:
+    """A row function's sums with their slopes, for the engine's graph-free gradient.
+
+    Attributes:
+        values: ``[m]`` sums over the block, computed without autograd (decorate the row function with
+            ``@torch.no_grad()``).
+        slopes: one entry per sum: ``∂values[k]/∂sim`` as a ``[b, M]`` tensor (a boolean tensor stands for its
+            0/1 indicator), or ``None`` where the sum does not depend on the scores (a count).
+    """
+
+    values: Tensor
+    slopes: tuple[Tensor | None, ...]
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 1 or len(self.slopes) != self.values.numel():
+            raise ValueError(
+                f"RowSums needs 1-D values and one slope per value, got values of shape {tuple(self.values.shape)} "
+                f"and {len(self.slopes)} slopes"
+            )
+
+    def linearized(self, sim: Tensor) -> Tensor:
+        """The values as a differentiable function of ``sim`` with the right first derivative (for replays)."""
+        zero = sim.new_zeros(())
+        changes = []
+        for slope in self.slopes:
+            inner = zero if slope is None else (slope.to(sim.dtype) * sim).sum()
+            changes.append(inner - inner.detach())
+        return self.values.detach() + torch.stack(changes).to(self.values.dtype)
+
+
+RowFunction = Callable[[PairBlock], "Tensor | RowSums"]
 
 
 class CrossRankHook(Protocol):
@@ -116,42 +170,133 @@ class _Plan:
     reference_labels: Tensor
     self_offset: int | None
     block_size: int
+    symmetric: bool
+    wants_gradient: bool
 
     def blocks(self, n: int) -> list[tuple[int, int]]:
         return [(start, min(start + self.block_size, n)) for start in range(0, n, self.block_size)]
 
-    def block_sums(self, query_block: Tensor, reference: Tensor, rows: Tensor, params: Sequence[Tensor]) -> Tensor:
-        self_columns = None if self.self_offset is None else rows + self.self_offset
-        positive, negative = label_masks(self.query_labels[rows], self.reference_labels, self_columns)
+    def block_result(
+        self, query_block: Tensor, reference: Tensor, start: int, params: Sequence[Tensor]
+    ) -> tuple[PairBlock, Tensor | RowSums]:
+        """Score the anchors ``start : start + b`` and run the row function on them (in symmetric mode, against the
+        columns ``start:`` with only the pairs ``j > i`` in the masks)."""
+        b = query_block.shape[0]
+        rows = torch.arange(start, start + b, device=query_block.device)
+        query_labels = self.query_labels[start : start + b]
+        column_offset = start if self.symmetric else 0
+        reference = reference[column_offset:]
+        reference_labels = self.reference_labels[column_offset:]
+        if self.symmetric:
+            positive, negative = label_masks(query_labels, reference_labels)
+            upper = torch.ones(b, b, dtype=torch.bool, device=positive.device).triu_(1)
+            positive[:, :b] &= upper
+            negative[:, :b] &= upper
+        else:
+            self_columns = None if self.self_offset is None else rows + self.self_offset
+            positive, negative = label_masks(query_labels, reference_labels, self_columns)
         block = PairBlock(
             sim=self.similarity.pairwise(query_block, reference),
             positive=positive,
             negative=negative,
             rows=rows,
-            query_labels=self.query_labels[rows],
-            reference_labels=self.reference_labels,
+            query_labels=query_labels,
+            reference_labels=reference_labels,
             query=query_block,
             reference=reference,
             params=tuple(params),
             self_pairs=self.self_offset is not None,
+            column_offset=column_offset,
         )
-        sums = self.row_fn(block)
-        if sums.ndim != 1:
-            raise ValueError(f"a row function must return a 1-D tensor of sums, got shape {tuple(sums.shape)}")
-        return sums
+        result = self.row_fn(block)
+        values = result.values if isinstance(result, RowSums) else result
+        if values.ndim != 1:
+            raise ValueError(f"a row function must return a 1-D tensor of sums, got shape {tuple(values.shape)}")
+        return block, result
+
+    def block_sums(self, query_block: Tensor, reference: Tensor, start: int, params: Sequence[Tensor]) -> Tensor:
+        """The block's sums as a differentiable tensor (each pair counted twice in symmetric mode)."""
+        block, result = self.block_result(query_block, reference, start, params)
+        sums = result.linearized(block.sim) if isinstance(result, RowSums) else result
+        return 2 * sums if self.symmetric else sums
+
+
+class _SlopeGradients:
+    """Per statistic ``k``, the gradients ``∂T_k/∂query`` and ``∂T_k/∂reference``, accumulated block by block."""
+
+    def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor, n_stats: int) -> None:
+        self.similarity = similarity
+        self.query = query
+        self.reference = reference
+        self.per_stat: list[tuple[Tensor, Tensor] | None] = [None] * n_stats
+
+    def add(self, block: PairBlock, slopes: Sequence[Tensor | None], factor: float) -> None:
+        if len(slopes) != len(self.per_stat):
+            raise ValueError(f"the row function returned {len(slopes)} sums, earlier blocks {len(self.per_stat)}")
+        for k, slope in enumerate(slopes):
+            if slope is None:
+                continue
+            if self.per_stat[k] is None:
+                self.per_stat[k] = (torch.zeros_like(self.query), torch.zeros_like(self.reference))
+            grad_query, grad_reference = self.per_stat[k]  # type: ignore[misc]
+            start = int(block.rows[0])
+            self._apply(
+                block,
+                slope,
+                factor,
+                grad_query[start : start + block.rows.numel()],
+                grad_reference[block.column_offset :],
+            )
+
+    def _apply(self, block: PairBlock, slope: Tensor, factor: float, grad_q: Tensor, grad_r: Tensor) -> None:
+        """Add the gradient of ``factor · Σ_ij slope_ij · s(q_i, r_j)``: two matmuls over the block, or two sparse
+        products over the non-zero slopes when there are few."""
+        active = int(slope.count_nonzero())
+        if active == 0:
+            return
+        weight: Tensor | SparsePairWeights
+        if active <= SPARSE_SLOPE_DENSITY * slope.numel() and block.sim.dtype in (torch.float32, torch.float64):
+            weight = SparsePairWeights.from_dense(slope, block.sim.dtype)
+        else:
+            weight = slope.to(block.sim.dtype)
+        dq, dr = self.similarity.pairwise_vjp(block.query, block.reference, block.sim, weight)
+        grad_q.add_(dq, alpha=factor)
+        grad_r.add_(dr, alpha=factor)
+
+    def combine(self, grad_total: Tensor) -> tuple[Tensor, Tensor]:
+        grad_query = torch.zeros_like(self.query)
+        grad_reference = torch.zeros_like(self.reference)
+        for g, per_stat in zip(grad_total.tolist(), self.per_stat, strict=True):
+            if per_stat is not None and g != 0:
+                grad_query.add_(per_stat[0], alpha=g)
+                grad_reference.add_(per_stat[1], alpha=g)
+        return grad_query, grad_reference
 
 
 class _RowBlockSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, plan: _Plan, query: Tensor, reference: Tensor, *params: Tensor) -> Tensor:
         total: Tensor | None = None
+        slope_gradients: _SlopeGradients | None = None
+        factor = 2.0 if plan.symmetric else 1.0
         with torch.no_grad():
             for start, stop in plan.blocks(query.shape[0]):
-                rows = torch.arange(start, stop, device=query.device)
-                sums = plan.block_sums(query[start:stop], reference, rows, params).to(torch.float64)
+                block, result = plan.block_result(query[start:stop], reference, start, params)
+                if isinstance(result, RowSums):
+                    if plan.wants_gradient and any(p.requires_grad for p in params):
+                        raise ValueError("a row function that returns RowSums cannot take differentiable params")
+                    if plan.wants_gradient:
+                        if slope_gradients is None:
+                            slope_gradients = _SlopeGradients(plan.similarity, query, reference, len(result.slopes))
+                        slope_gradients.add(block, result.slopes, factor)
+                    sums = result.values
+                else:
+                    sums = result
+                sums = factor * sums.to(torch.float64)
                 total = sums if total is None else total + sums
         assert total is not None  # the engine is only called with at least one row
         ctx.plan = plan
+        ctx.slope_gradients = slope_gradients
         ctx.save_for_backward(query, reference, *params)
         return total.to(query.dtype)
 
@@ -159,32 +304,40 @@ class _RowBlockSums(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_total: Tensor) -> tuple[Tensor | None, ...]:
         query, reference, *params = ctx.saved_tensors
-        plan: _Plan = ctx.plan
         need = ctx.needs_input_grad[1:]
-        reference_leaf = reference.detach().requires_grad_(need[1])
-        param_leaves = [p.detach().requires_grad_(n) for p, n in zip(params, need[2:], strict=True)]
-        grad_query = torch.zeros_like(query) if need[0] else None
-        grad_reference = torch.zeros_like(reference) if need[1] else None
-        grad_params = [torch.zeros_like(p) if n else None for p, n in zip(params, need[2:], strict=True)]
-        for start, stop in plan.blocks(query.shape[0]):
-            rows = torch.arange(start, stop, device=query.device)
-            with torch.enable_grad():
-                query_leaf = query[start:stop].detach().requires_grad_(need[0])
-                leaves = [query_leaf, reference_leaf, *param_leaves]
-                wanted = [leaf for leaf in leaves if leaf.requires_grad]
-                if not wanted:
-                    break
-                sums = plan.block_sums(query_leaf, reference_leaf, rows, param_leaves)
-                grads = iter(torch.autograd.grad(sums, wanted, grad_total.to(sums.dtype), allow_unused=True))
-            got = [next(grads) if leaf.requires_grad else None for leaf in leaves]
-            if grad_query is not None and got[0] is not None:
-                grad_query[start:stop] += got[0]
-            if grad_reference is not None and got[1] is not None:
-                grad_reference += got[1]
-            for accumulated, g in zip(grad_params, got[2:], strict=True):
-                if accumulated is not None and g is not None:
-                    accumulated += g
-        return (None, grad_query, grad_reference, *grad_params)
+        if ctx.slope_gradients is not None:
+            grad_query, grad_reference = ctx.slope_gradients.combine(grad_total)
+            return (None, grad_query if need[0] else None, grad_reference if need[1] else None, *[None] * len(params))
+        return (None, *_replay(ctx.plan, grad_total, query, reference, params, need))
+
+
+def _replay(
+    plan: _Plan, grad_total: Tensor, query: Tensor, reference: Tensor, params: Sequence[Tensor], need: Sequence[bool]
+) -> list[Tensor | None]:
+    """The backward by recomputation: each block again under autograd, its vector-Jacobian product accumulated."""
+    reference_leaf = reference.detach().requires_grad_(need[1])
+    param_leaves = [p.detach().requires_grad_(n) for p, n in zip(params, need[2:], strict=True)]
+    grad_query = torch.zeros_like(query) if need[0] else None
+    grad_reference = torch.zeros_like(reference) if need[1] else None
+    grad_params = [torch.zeros_like(p) if n else None for p, n in zip(params, need[2:], strict=True)]
+    for start, stop in plan.blocks(query.shape[0]):
+        with torch.enable_grad():
+            query_leaf = query[start:stop].detach().requires_grad_(need[0])
+            leaves = [query_leaf, reference_leaf, *param_leaves]
+            wanted = [leaf for leaf in leaves if leaf.requires_grad]
+            if not wanted:
+                break
+            sums = plan.block_sums(query_leaf, reference_leaf, start, param_leaves)
+            grads = iter(torch.autograd.grad(sums, wanted, grad_total.to(sums.dtype), allow_unused=True))
+        got = [next(grads) if leaf.requires_grad else None for leaf in leaves]
+        if grad_query is not None and got[0] is not None:
+            grad_query[start:stop] += got[0]
+        if grad_reference is not None and got[1] is not None:
+            grad_reference += got[1]
+        for accumulated, g in zip(grad_params, got[2:], strict=True):
+            if accumulated is not None and g is not None:
+                accumulated += g
+    return [grad_query, grad_reference, *grad_params]
 
 
 def _prepare(
@@ -222,6 +375,7 @@ def row_block_sums(
     block_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     working_copies: int = 12,
+    symmetric: bool = False,
 ) -> Tensor:
     """Σ over anchors of ``row_fn`` on blocks of the pair matrix, with a memory-bounded backward.
 
@@ -236,6 +390,11 @@ def row_block_sums(
         block_size: anchors per block; chosen from ``memory_budget`` when ``None``.
         memory_budget: bytes one block's temporaries may take.
         working_copies: how many ``[b, M]`` temporaries the row function holds at once (for the automatic size).
+        symmetric: the statistics are sums of a per-pair function symmetric in ``(i, j)`` (see the module notes);
+            used when the queries are their own references on one process, ignored otherwise.
+
+    A row function returning :class:`RowSums` gets its gradient accumulated during this call (when one is needed)
+    instead of a recomputation in backward; it must then not use differentiable ``params``.
 
     Returns:
         The summed statistics ``T`` (1-D), differentiable w.r.t. ``query``, ``reference`` and ``params``. Inside
@@ -248,7 +407,9 @@ def row_block_sums(
         block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), memory_budget, working_copies)
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, block_size)
+    wants_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in (q, r, *params))
+    symmetric = symmetric and hook is None and reference is None
+    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, block_size, symmetric, wants_gradient)
     result: Tensor = _RowBlockSums.apply(plan, q, r, *params)
     return result if hook is None else hook.reduce(result)
 
@@ -265,6 +426,5 @@ def dense_row_sums(
 ) -> Tensor:
     """The same sums as :func:`row_block_sums` from the whole ``N×M`` matrix under plain autograd (a reference)."""
     q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels)
-    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, q.shape[0])
-    rows = torch.arange(q.shape[0], device=q.device)
-    return plan.block_sums(q, r, rows, params)
+    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, q.shape[0], symmetric=False, wants_gradient=False)
+    return plan.block_sums(q, r, 0, params)

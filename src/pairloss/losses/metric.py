@@ -13,12 +13,15 @@ afterwards, so the value does not depend on the block size.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pairloss._sparse_pairs import SparsePairWeights
 from pairloss._validation import check_choice
-from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, row_block_sums
+from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, RowSums, row_block_sums
 from pairloss.losses.base import EmbeddingLoss, FunctionalEmbeddingLoss, check_pair_inputs, mean_of_active
 from pairloss.similarity import BaseSimilarity, CosineSimilarity, DotProductSimilarity, LpDistance
 
@@ -71,21 +74,22 @@ def contrastive_loss(
     distance = distance if distance is not None else LpDistance()
 
     # Given which pairs are active, each sum is linear in the scores: Σ [d − m]_+ = Σ_active d − m·#active.
-    # So the row needs two boolean masks and two masked sums (accumulated in float64), nothing else.
+    # So a row needs two boolean masks and two masked sums; the masks are the slopes of the sums, and the pair
+    # function is symmetric, so the engine scores each unordered pair once.
     sign = -1.0 if distance.is_inverted else 1.0
 
-    def row(block: PairBlock) -> Tensor:
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
         d = block.sim
-        with torch.no_grad():
-            pos_active = (d < pos_margin if distance.is_inverted else d > pos_margin).logical_and_(block.positive)
-            neg_active = (d > neg_margin if distance.is_inverted else d < neg_margin).logical_and_(block.negative)
-        n_pos = pos_active.count_nonzero().double()
-        n_neg = neg_active.count_nonzero().double()
-        pos_sum = torch.where(pos_active, d, 0.0).sum().double()
-        neg_sum = torch.where(neg_active, d, 0.0).sum().double()
-        pos_total = sign * (pos_sum - pos_margin * n_pos)
-        neg_total = sign * (neg_margin * n_neg - neg_sum)
-        return torch.stack([pos_total, n_pos, neg_total, n_neg])
+        pos_active = (d < pos_margin if distance.is_inverted else d > pos_margin).logical_and_(block.positive)
+        neg_active = (d > neg_margin if distance.is_inverted else d < neg_margin).logical_and_(block.negative)
+        values = [
+            torch.where(pos_active, d, 0.0).sum(),
+            pos_active.count_nonzero(),
+            torch.where(neg_active, d, 0.0).sum(),
+            neg_active.count_nonzero(),
+        ]
+        return RowSums(torch.stack([v.double() for v in values]), (pos_active, None, neg_active, None))
 
     sums = row_block_sums(
         row,
@@ -96,8 +100,11 @@ def contrastive_loss(
         similarity=distance,
         block_size=block_size,
         working_copies=6,
+        symmetric=True,
     )
-    return mean_of_active(sums[0], sums[1]) + mean_of_active(sums[2], sums[3])
+    pos_total = sign * (sums[0] - pos_margin * sums[1])
+    neg_total = sign * (neg_margin * sums[3] - sums[2])
+    return mean_of_active(pos_total, sums[1]) + mean_of_active(neg_total, sums[3])
 
 
 class ContrastiveLoss(FunctionalEmbeddingLoss):
@@ -146,23 +153,53 @@ def _masked_logsumexp(x: Tensor, mask: Tensor, add_one: bool) -> Tensor:
     return shift + torch.log(total)
 
 
-def _log1p_sum_exp_and_grad(
-    s: Tensor, scale: float, base: float, mask: Tensor, with_grad: bool
-) -> tuple[Tensor, Tensor | None]:
-    """Per row ``r_i = (1/|scale|) log(1 + Σ_{j ∈ mask} exp(scale (s_ij − base)))`` and, if asked, ``∂r_i/∂s_ij``.
+#: A mask with at most this fraction of true entries (positive pairs among many classes) takes the gathered path of
+#: :func:`_log1p_sum_exp_and_grad`.
+_SPARSE_MASK_DENSITY = 0.05
 
-    Runs without autograd in a few in-place passes over one ``[b, M]`` buffer; the derivative is
-    ``sign(scale) · exp(scale (s_ij − base)) / (1 + Σ_j exp(...))`` on ``mask`` and 0 elsewhere.
+
+def _log1p_sum_exp_and_grad(
+    s: Tensor, scale: float, base: float, mask: Tensor, n_active: int
+) -> tuple[Tensor, Tensor | SparsePairWeights]:
+    """Per row ``r_i = (1/|scale|) log(1 + Σ_{j ∈ mask} exp(scale (s_ij − base)))`` and its slope ``∂r_i/∂s_ij``.
+
+    The slope is ``sign(scale) · exp(scale (s_ij − base)) / (1 + Σ_j exp(...))`` on ``mask`` and 0 elsewhere. No
+    autograd. Exponents are shifted by the row maximum (clamped at 0, so the ``1`` stays representable) and floored
+    just above the smallest normal number before ``exp`` — ``exp`` of an underflowing argument is some ten times
+    slower on CPUs — and the floored terms off the mask are zeroed. With few entries in ``mask`` (``n_active`` of
+    them) the work runs on the gathered entries and the slope comes back as :class:`SparsePairWeights`.
     """
-    x = torch.sub(s, base).mul_(scale)
-    x = torch.where(mask, x, torch.tensor(float("-inf"), dtype=x.dtype, device=x.device), out=x)
-    shift = x.amax(dim=1, keepdim=True).clamp_min_(0)
-    terms = x.sub_(shift).exp_()
-    denominator = terms.sum(dim=1, keepdim=True).add_(torch.exp(-shift))
-    value = (shift + torch.log(denominator)).squeeze(1) / abs(scale)
-    if not with_grad:
-        return value, None
-    return value, terms.div_(denominator).mul_(1.0 if scale > 0 else -1.0)
+    floor = math.log(torch.finfo(s.dtype).tiny) + 2.0
+    if n_active <= _SPARSE_MASK_DENSITY * mask.numel():
+        rows, columns = mask.nonzero(as_tuple=True)
+        x = s[rows, columns].sub_(base).mul_(scale)
+        shift = s.new_zeros(s.shape[0]).scatter_reduce_(0, rows, x, "amax")  # includes the 0 of the "1 +"
+        terms = x.sub_(shift[rows]).clamp_min_(floor).exp_()
+        denominator = s.new_zeros(s.shape[0]).index_add_(0, rows, terms).add_(torch.exp(-shift))
+        value = (shift + torch.log(denominator)) / abs(scale)
+        slope = terms.div_(denominator[rows] if scale > 0 else -denominator[rows])
+        return value, SparsePairWeights(rows, columns, slope, (s.shape[0], s.shape[1]))
+    # scale · (s − base) − shift in one pass; entries off the mask go to −inf, then to the floor
+    off_mask = s.new_tensor(float("-inf") if scale > 0 else float("inf"))
+    masked = torch.where(mask, s, off_mask)
+    extreme = masked.amax(dim=1) if scale > 0 else masked.amin(dim=1)
+    shift = extreme.sub_(base).mul_(scale).clamp_min_(0)
+    x = torch.add((-scale * base - shift)[:, None], masked, alpha=scale)
+    terms = x.clamp_min_(floor).exp_()
+    terms = torch.where(mask, terms, terms.new_tensor(0.0), out=terms)
+    denominator = terms.sum(dim=1).add_(torch.exp(-shift))
+    value = (shift + torch.log(denominator)) / abs(scale)
+    return value, terms.div_((denominator if scale > 0 else -denominator)[:, None])
+
+
+def _added_slopes(first: Tensor | SparsePairWeights, second: Tensor | SparsePairWeights) -> Tensor:
+    """The sum of two slopes as one dense ``[b, M]`` tensor."""
+    if isinstance(first, SparsePairWeights):
+        first, second = second, first
+    dense = first.to_dense() if isinstance(first, SparsePairWeights) else first
+    if isinstance(second, SparsePairWeights):
+        return dense.index_put_((second.rows, second.columns), second.values, accumulate=True)
+    return dense.add_(second)
 
 
 def _farness(sim: Tensor, distance: BaseSimilarity) -> Tensor:
@@ -386,18 +423,15 @@ def multi_similarity_loss(
     distance = distance if distance is not None else CosineSimilarity()
     sign = 1.0 if distance.is_inverted else -1.0
 
-    def row(block: PairBlock) -> Tensor:
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
         s = block.sim
-        with torch.no_grad():
-            pos, pos_weight = _log1p_sum_exp_and_grad(s, -sign * alpha, base, block.positive, s.requires_grad)
-            neg, neg_weight = _log1p_sum_exp_and_grad(s, sign * beta, base, block.negative, s.requires_grad)
-            value = pos.sum().double() + neg.sum().double()
-        if pos_weight is not None and neg_weight is not None:
-            # The exact first-order gradient of the row sums w.r.t. s, applied as one linear term.
-            weight = pos_weight.add_(neg_weight)
-            inner = (s * weight).sum().double()
-            value = value + (inner - inner.detach())
-        return torch.stack([value, *_counts(block, value)])
+        counts = _counts(block, s.new_zeros((), dtype=torch.float64))
+        pos, pos_slope = _log1p_sum_exp_and_grad(s, -sign * alpha, base, block.positive, int(counts[0]))
+        neg, neg_slope = _log1p_sum_exp_and_grad(s, sign * beta, base, block.negative, int(counts[1]))
+        value = pos.sum().double() + neg.sum().double()
+        values = torch.stack([value, *counts])
+        return RowSums(values, (_added_slopes(pos_slope, neg_slope), None, None, None))
 
     sums = row_block_sums(
         row,
