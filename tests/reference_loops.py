@@ -188,24 +188,26 @@ def lifted_structure(pairs: Pairs, neg_margin: float = 1.0, pos_margin: float = 
 
 
 def ntxent(pairs: Pairs, temperature: float = 0.07) -> float:
+    """Logits −far/τ: s/τ for a similarity, −d/τ for a distance (as PML)."""
     losses = []
     for i in pairs.anchors():
-        negatives = [pairs.s[i][n] / temperature for n in pairs.negatives(i)]
+        negatives = [-pairs.far(i, n) / temperature for n in pairs.negatives(i)]
         for p in pairs.positives(i):
-            positive = pairs.s[i][p] / temperature
+            positive = -pairs.far(i, p) / temperature
             losses.append(-(positive - _log_sum_exp([positive, *negatives])))
     return _mean(losses)
 
 
 def supcon(pairs: Pairs, temperature: float = 0.1) -> float:
+    """Logits −far/τ: s/τ for a similarity, −d/τ for a distance (as PML)."""
     losses = []
     for i in pairs.anchors():
         positives = pairs.positives(i)
         if not positives:
             continue
-        everyone = [pairs.s[i][j] / temperature for j in positives + pairs.negatives(i)]
+        everyone = [-pairs.far(i, j) / temperature for j in positives + pairs.negatives(i)]
         normaliser = _log_sum_exp(everyone)
-        losses.append(-_mean([pairs.s[i][p] / temperature - normaliser for p in positives]))
+        losses.append(-_mean([-pairs.far(i, p) / temperature - normaliser for p in positives]))
     return _mean_nonzero(losses)
 
 

@@ -10,13 +10,14 @@ import pytorch_metric_learning.losses as pml_losses
 import pytorch_metric_learning.miners as pml_miners
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity as PMLCosineSimilarity
+from pytorch_metric_learning.distances import LpDistance as PMLLpDistance
 from torch import Tensor
 
 import reference_loops as ref
 from pairloss import engine, functional
 from pairloss.engine import dense_row_sums
 from pairloss.losses import metric
-from pairloss.similarity import CosineSimilarity
+from pairloss.similarity import CosineSimilarity, LpDistance
 
 Loss = Callable[..., Tensor]
 
@@ -111,6 +112,24 @@ CASES: dict[str, Case] = {
     ),
     "ntxent": Case(functional.ntxent_loss, _pml(pml_losses.NTXentLoss()), ref.ntxent, "cosine", True),
     "supcon": Case(functional.supcon_loss, _pml(pml_losses.SupConLoss()), ref.supcon, "cosine", True),
+    "ntxent_distance": Case(
+        lambda x, y, rx=None, ry=None, **kw: functional.ntxent_loss(
+            x, y, rx, ry, temperature=0.5, distance=LpDistance(), **kw
+        ),
+        _pml(pml_losses.NTXentLoss(temperature=0.5, distance=PMLLpDistance())),
+        lambda p: ref.ntxent(p, 0.5),
+        "euclidean",
+        True,
+    ),
+    "supcon_distance": Case(
+        lambda x, y, rx=None, ry=None, **kw: functional.supcon_loss(
+            x, y, rx, ry, temperature=0.5, distance=LpDistance(), **kw
+        ),
+        _pml(pml_losses.SupConLoss(temperature=0.5, distance=PMLLpDistance())),
+        lambda p: ref.supcon(p, 0.5),
+        "euclidean",
+        True,
+    ),
     "margin": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.margin_loss(
             x, y, rx, ry, beta=torch.tensor([1.2], dtype=torch.float32), **kw

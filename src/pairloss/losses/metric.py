@@ -790,9 +790,18 @@ class NPairsLoss(EmbeddingLoss):
         return npairs_loss(embeddings, labels, distance=self.distance)
 
 
-def _scaled_logits(sim: Tensor, distance: BaseSimilarity, temperature: float) -> Tensor:
-    """``s / τ`` for a similarity, ``−d / τ`` for a distance."""
-    return sim / temperature if distance.is_inverted else sim / -temperature
+def _log_softmax_parts(logits: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row ``log Σ_{j ∈ mask} exp(z_ij)`` (−inf for an empty row) and the softmax over ``mask`` (0 off it and
+    on empty rows), without autograd; ``logits`` is overwritten with the softmax."""
+    floor = math.log(torch.finfo(logits.dtype).tiny) + 2.0
+    masked = torch.where(mask, logits, logits.new_tensor(float("-inf")), out=logits)
+    shift = masked.amax(dim=1)
+    shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    terms = masked.sub_(shift[:, None]).clamp_min_(floor).exp_()
+    terms = torch.where(mask, terms, terms.new_tensor(0.0), out=terms)
+    total = terms.sum(dim=1)
+    log_total = shift + torch.log(total)
+    return log_total, terms.div_(total.clamp_min(torch.finfo(total.dtype).tiny)[:, None])
 
 
 def ntxent_loss(
@@ -818,13 +827,21 @@ def ntxent_loss(
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     distance = distance if distance is not None else CosineSimilarity()
 
-    def row(block: PairBlock) -> Tensor:
-        logits = _scaled_logits(block.sim, distance, temperature)
-        negatives = _masked_logsumexp(logits, block.negative, add_one=False)
-        negatives = negatives.masked_fill(~block.negative.any(dim=1), float("-inf"))
-        per_pair = F.logsigmoid(logits - negatives[:, None]).masked_fill(~block.positive, 0.0)
-        total = -per_pair.sum()
-        return torch.stack([total, *_counts(block, total)])
+    scale = 1 / temperature if distance.is_inverted else -1 / temperature
+
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        # ℓ_ip = softplus(−u_ip) with u_ip = z_ip − log Σ_N e^z, so ∂ℓ/∂z_ip = −σ(−u_ip) and
+        # ∂ℓ/∂z_in = Σ_p σ(−u_ip) · softmax_N(z)_n
+        rows, columns = block.positive.nonzero(as_tuple=True)
+        positive_logits = block.sim[rows, columns] * scale
+        log_negatives, slope = _log_softmax_parts(block.sim * scale, block.negative)
+        u = positive_logits - log_negatives[rows]
+        pull = torch.sigmoid(-u)
+        pull_per_row = torch.zeros_like(log_negatives).index_add_(0, rows, pull)
+        slope.mul_((pull_per_row * scale)[:, None]).index_put_((rows, columns), -scale * pull, accumulate=True)
+        total = F.softplus(-u).sum().double()
+        return RowSums(torch.stack([total, *_counts(block, total)]), (slope, None, None, None))
 
     sums = row_block_sums(
         row,
@@ -885,14 +902,23 @@ def supcon_loss(
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     distance = distance if distance is not None else CosineSimilarity()
 
-    def row(block: PairBlock) -> Tensor:
-        logits = _scaled_logits(block.sim, distance, temperature)
-        log_normaliser = _masked_logsumexp(logits, block.positive | block.negative, add_one=False)
+    scale = 1 / temperature if distance.is_inverted else -1 / temperature
+
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        # ∂ℓ_i/∂z_ij = softmax_A(z_i)_j − [j ∈ P_i] / |P_i| on the rows that count (|P_i| > 0 and ℓ_i > 0)
+        rows, columns = block.positive.nonzero(as_tuple=True)
+        log_normaliser, slope = _log_softmax_parts(block.sim * scale, block.positive | block.negative)
         n_positive = block.positive.count_nonzero(dim=1)
-        positive_mean = logits.masked_fill(~block.positive, 0.0).sum(dim=1) / n_positive.clamp_min(1)
-        loss = _zero_unless(n_positive > 0, log_normaliser - positive_mean)
-        loss = _zero_unless(loss > 0, loss)
-        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss), *_counts(block, loss)[:2]])
+        positive_sum = torch.zeros_like(log_normaliser).index_add_(0, rows, block.sim[rows, columns] * scale)
+        loss = log_normaliser - positive_sum / n_positive.clamp_min(1)
+        kept = (n_positive > 0) & (loss > 0)
+        loss = torch.where(kept, loss, 0.0)
+        share = (1 / n_positive.clamp_min(1)).to(slope.dtype)[rows]
+        slope.index_put_((rows, columns), -share, accumulate=True).mul_((kept * scale)[:, None])
+        total = loss.sum().double()
+        values = torch.stack([total, kept.count_nonzero().double(), *_counts(block, total)[:2]])
+        return RowSums(values, (slope, None, None, None))
 
     sums = row_block_sums(
         row,
