@@ -192,9 +192,9 @@ def test_no_gradient_work_without_autograd(monkeypatch: pytest.MonkeyPatch) -> N
     calls: list[int] = []
 
     class Counting(CosineSimilarity):
-        def pairwise_vjp(self, *args: object) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        def add_pairwise_vjp(self, *args: object) -> None:  # type: ignore[override]
             calls.append(1)
-            return super().pairwise_vjp(*args)  # type: ignore[arg-type]
+            super().add_pairwise_vjp(*args)  # type: ignore[arg-type]
 
     x, y, _, _ = _inputs()
     x.requires_grad_(True)
@@ -237,9 +237,13 @@ def test_pairwise_vjp_equals_autograd(similarity: BaseSimilarity) -> None:
     r[2] = q[1]  # a zero distance
     weight = torch.randn(5, 8, dtype=torch.float64, generator=g) * (torch.rand(5, 8, generator=g) < 0.4)
     sim = similarity.pairwise(q, r)
-    expected = BaseSimilarity.pairwise_vjp(similarity, q, r, sim, weight)
+    start = (torch.randn(5, 3, dtype=torch.float64, generator=g), torch.randn(8, 3, dtype=torch.float64, generator=g))
+    expected = [t.clone() for t in start]
+    BaseSimilarity.add_pairwise_vjp(similarity, q, r, sim, weight, *expected, alpha=0.7)
+    assert not torch.equal(expected[0], start[0])
     for w in (weight, SparsePairWeights.from_dense(weight, torch.float64)):
-        got = similarity.pairwise_vjp(q, r, sim, w)
+        got = [t.clone() for t in start]
+        similarity.add_pairwise_vjp(q, r, sim, w, *got, alpha=0.7)
         torch.testing.assert_close(got[0], expected[0])
         torch.testing.assert_close(got[1], expected[1])
 
@@ -251,11 +255,15 @@ def test_sparse_pair_weights_match_the_dense_matrix() -> None:
     other = torch.randn(9, 4, dtype=torch.float64, generator=g)
     left = torch.randn(6, 4, dtype=torch.float64, generator=g)
     torch.testing.assert_close(sparse.to_dense(), dense)
-    torch.testing.assert_close(sparse @ other, dense @ other)
-    torch.testing.assert_close(sparse.T @ left, dense.T @ left)
+    for weights, factor, expected in ((sparse, other, dense @ other), (sparse.T, left, dense.T @ left)):
+        out = torch.ones_like(expected)
+        weights.add_product_to(out, factor, alpha=-2.0)
+        torch.testing.assert_close(out, 1 - 2 * expected)
     torch.testing.assert_close(sparse.sum(1, keepdim=True), dense.sum(1, keepdim=True))
     torch.testing.assert_close(sparse.sum(0), dense.sum(0))
     indicator = SparsePairWeights.from_dense(dense != 0, torch.float32)
     assert indicator.values.dtype == torch.float32 and bool((indicator.values == 1).all())
     empty = SparsePairWeights.from_dense(torch.zeros(3, 2), torch.float32)
-    assert torch.equal(empty @ torch.ones(2, 5), torch.zeros(3, 5))
+    out = torch.zeros(3, 5)
+    empty.add_product_to(out, torch.ones(2, 5))
+    assert torch.equal(out, torch.zeros(3, 5))

@@ -1,8 +1,8 @@
 """A sparse ``[b, M]`` matrix of pair weights with the few operations the similarity gradients need.
 
 Hinge losses give most pairs a zero slope; their gradient is then cheaper through compressed-row matrix products
-than through two dense matmuls over the whole block. The object quacks like the dense weight matrix where the
-similarity gradients use it: ``W @ X``, ``W.T @ Y``, ``W.sum(1, keepdim=True)``, ``W.sum(0)``.
+than through two dense matmuls over the whole block. The object offers what the similarity gradients use of the
+dense weight matrix: ``W.T``, ``W.sum(1, keepdim=True)``, ``W.sum(0)`` and ``out += alpha · W @ X``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class SparsePairWeights:
         totals.index_add_(0, index, self.values)
         return totals[:, None] if keepdim else totals
 
-    def __matmul__(self, dense: Tensor) -> Tensor:
+    def add_product_to(self, out: Tensor, dense: Tensor, alpha: float = 1.0) -> None:
+        """``out += alpha · W @ dense`` in place, through a compressed-row sparse matrix."""
         counts = torch.bincount(self.rows, minlength=self.shape[0])
         row_starts = torch.zeros(self.shape[0] + 1, dtype=torch.long, device=self.rows.device)
         torch.cumsum(counts, 0, out=row_starts[1:])
@@ -58,7 +59,7 @@ class SparsePairWeights:
             matrix = torch.sparse_csr_tensor(
                 row_starts, self.columns, self.values.to(dense.dtype), self.shape, check_invariants=False
             )
-            return matrix @ dense
+            out.addmm_(matrix, dense, alpha=alpha)
 
     def to_dense(self) -> Tensor:
         dense = torch.zeros(self.shape, dtype=self.values.dtype, device=self.values.device)

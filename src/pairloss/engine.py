@@ -259,9 +259,7 @@ class _SlopeGradients:
             weight = SparsePairWeights.from_dense(slope, block.sim.dtype)
         else:
             weight = slope.to(block.sim.dtype)
-        dq, dr = self.similarity.pairwise_vjp(block.query, block.reference, block.sim, weight)
-        grad_q.add_(dq, alpha=factor)
-        grad_r.add_(dr, alpha=factor)
+        self.similarity.add_pairwise_vjp(block.query, block.reference, block.sim, weight, grad_q, grad_r, factor)
 
     def combine(self, grad_total: Tensor) -> tuple[Tensor, Tensor]:
         grad_query = torch.zeros_like(self.query)

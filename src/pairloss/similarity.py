@@ -6,11 +6,10 @@ steps so that the row-block engine can recompute blocks cheaply:
 * :meth:`BaseSimilarity.prepare` maps each embedding on its own (e.g. L2 normalisation), O(N·D), outside the engine;
 * :meth:`BaseSimilarity.pairwise` scores a block of prepared queries against all prepared references, O(b·M·D).
 
-For the engine's gradient without an autograd graph, each similarity also gives the vector-Jacobian product of a
-weighted sum of scores: :meth:`BaseSimilarity.pairwise_vjp` for a dense ``[b, M]`` block of weights (two matmuls for
-the built-in scores) and :meth:`BaseSimilarity.paired_vjp` for a sparse list of pairs. The defaults differentiate
-:meth:`~BaseSimilarity.pairwise` / :meth:`~BaseSimilarity.paired` with autograd, so a new similarity only has to
-define its scores.
+For the engine's gradient without an autograd graph, each similarity also adds the vector-Jacobian product of a
+weighted sum of scores into gradient buffers: :meth:`BaseSimilarity.add_pairwise_vjp`, for a dense ``[b, M]`` block of
+weights or a sparse :class:`SparsePairWeights` (two in-place matmuls for the built-in scores). The default
+differentiates :meth:`~BaseSimilarity.pairwise` with autograd, so a new similarity only has to define its scores.
 
 ``is_inverted`` follows pytorch-metric-learning: ``True`` for similarities (larger = closer), ``False`` for
 distances (smaller = closer). Class names and constructor arguments mirror PML's ``distances`` module.
@@ -54,22 +53,32 @@ class BaseSimilarity(ABC):
     def pairwise(self, query: Tensor, reference: Tensor) -> Tensor:
         """Scores ``[b, M]`` between prepared ``query [b, D]`` and prepared ``reference [M, D]``."""
 
-    def pairwise_vjp(
-        self, query: Tensor, reference: Tensor, sim: Tensor, weight: Tensor | SparsePairWeights
-    ) -> tuple[Tensor, Tensor]:
-        """Gradients of ``Σ_ij weight_ij · s(q_i, r_j)`` w.r.t. ``query [b, D]`` and ``reference [M, D]``.
+    def add_pairwise_vjp(
+        self,
+        query: Tensor,
+        reference: Tensor,
+        sim: Tensor,
+        weight: Tensor | SparsePairWeights,
+        grad_query: Tensor,
+        grad_reference: Tensor,
+        alpha: float = 1.0,
+    ) -> None:
+        """Add ``alpha ×`` the gradients of ``Σ_ij weight_ij · s(q_i, r_j)`` w.r.t. ``query [b, D]`` and
+        ``reference [M, D]`` to ``grad_query`` and ``grad_reference``, in place.
 
         ``sim`` is ``pairwise(query, reference)``, already computed by the caller (the analytic overrides reuse it);
         ``weight`` is a dense ``[b, M]`` tensor or, for mostly-zero weights, a :class:`SparsePairWeights`. This
-        default differentiates :meth:`pairwise` again with autograd.
+        default differentiates :meth:`pairwise` again with autograd; the built-in scores override it with matmuls
+        that write into the buffers (no ``[M, D]`` temporary per block).
         """
         if isinstance(weight, SparsePairWeights):
             weight = weight.to_dense()
         with torch.enable_grad():
             q = query.detach().requires_grad_(True)
             r = reference.detach().requires_grad_(True)
-            grad_q, grad_r = torch.autograd.grad(self.pairwise(q, r), (q, r), weight)
-        return grad_q, grad_r
+            dq, dr = torch.autograd.grad(self.pairwise(q, r), (q, r), weight)
+        grad_query.add_(dq, alpha=alpha)
+        grad_reference.add_(dr, alpha=alpha)
 
     def __call__(self, query: Tensor, reference: Tensor | None = None) -> Tensor:
         """The full matrix ``[N, M]`` (``reference`` defaults to ``query``). Dense: for small inputs and tests."""
@@ -96,10 +105,18 @@ class _InnerProduct(BaseSimilarity):
     def pairwise(self, query: Tensor, reference: Tensor) -> Tensor:
         return query @ reference.T
 
-    def pairwise_vjp(
-        self, query: Tensor, reference: Tensor, sim: Tensor, weight: Tensor | SparsePairWeights
-    ) -> tuple[Tensor, Tensor]:
-        return weight @ reference, weight.T @ query
+    def add_pairwise_vjp(
+        self,
+        query: Tensor,
+        reference: Tensor,
+        sim: Tensor,
+        weight: Tensor | SparsePairWeights,
+        grad_query: Tensor,
+        grad_reference: Tensor,
+        alpha: float = 1.0,
+    ) -> None:
+        _add_product(grad_query, weight, reference, alpha)
+        _add_product(grad_reference, weight.T, query, alpha)
 
 
 class CosineSimilarity(_InnerProduct):
@@ -132,20 +149,28 @@ class NegSquaredEuclideanSimilarity(BaseSimilarity):
         super().__init__(normalize_embeddings=normalize_embeddings)
 
     def pairwise(self, query: Tensor, reference: Tensor) -> Tensor:
-        return -_squared_euclidean(query, reference)
+        return _squared_euclidean(query, reference, clamp=False).neg_()
 
-    def pairwise_vjp(
-        self, query: Tensor, reference: Tensor, sim: Tensor, weight: Tensor | SparsePairWeights
-    ) -> tuple[Tensor, Tensor]:
-        # ∂(−‖q_i − r_j‖²)/∂q_i = 2 (r_j − q_i)
-        return _difference_vjp(query, reference, weight, scale=-2.0)
+    def add_pairwise_vjp(
+        self,
+        query: Tensor,
+        reference: Tensor,
+        sim: Tensor,
+        weight: Tensor | SparsePairWeights,
+        grad_query: Tensor,
+        grad_reference: Tensor,
+        alpha: float = 1.0,
+    ) -> None:
+        # ∂(−‖q_i − r_j‖²)/∂q_i = −2 (q_i − r_j)
+        _add_difference_vjp(query, reference, weight, grad_query, grad_reference, -2.0 * alpha)
 
 
 class LpDistance(BaseSimilarity):
     """``d(q, r) = ‖q − r‖_p ** power`` on L2-normalised embeddings by default (PML's ``LpDistance``).
 
-    Computed by ``torch.cdist`` on the block (one matmul and a fused backward for ``p = 2``, a zero gradient at
-    zero distance); ``power = 2`` with ``p = 2`` uses ``‖q‖² + ‖r‖² − 2 q·r`` clamped at 0 and skips the root.
+    Computed by ``torch.cdist`` on the block under autograd (one matmul and a fused backward for ``p = 2``, a zero
+    gradient at zero distance) and, for ``p = 2`` without autograd (the engine's passes), as the root of
+    ``‖q‖² + ‖r‖² − 2 q·r`` clamped at 0; ``power = 2`` with ``p = 2`` skips the root.
     """
 
     is_inverted = False
@@ -159,15 +184,26 @@ class LpDistance(BaseSimilarity):
 
     def pairwise(self, query: Tensor, reference: Tensor) -> Tensor:
         if self.p == 2 and self.power == 2:
-            return _squared_euclidean(query, reference).clamp_min(0)
+            return _squared_euclidean(query, reference, clamp=True)
+        recording = torch.is_grad_enabled() and (query.requires_grad or reference.requires_grad)
+        if self.p == 2 and self.power == 1 and not recording:
+            return _squared_euclidean(query, reference, clamp=True).sqrt_()
         distance = torch.cdist(query, reference, p=self.p)
         return distance if self.power == 1 else distance**self.power
 
-    def pairwise_vjp(
-        self, query: Tensor, reference: Tensor, sim: Tensor, weight: Tensor | SparsePairWeights
-    ) -> tuple[Tensor, Tensor]:
+    def add_pairwise_vjp(
+        self,
+        query: Tensor,
+        reference: Tensor,
+        sim: Tensor,
+        weight: Tensor | SparsePairWeights,
+        grad_query: Tensor,
+        grad_reference: Tensor,
+        alpha: float = 1.0,
+    ) -> None:
         if self.p != 2 or self.power not in (1, 2):
-            return super().pairwise_vjp(query, reference, sim, weight)
+            super().add_pairwise_vjp(query, reference, sim, weight, grad_query, grad_reference, alpha)
+            return
         # ∂‖q_i − r_j‖/∂q_i = (q_i − r_j) / d_ij (0 at d = 0, as torch.cdist); ∂‖q_i − r_j‖²/∂q_i = 2 (q_i − r_j).
         if isinstance(weight, SparsePairWeights):
             d = sim[weight.rows, weight.columns]
@@ -179,23 +215,45 @@ class LpDistance(BaseSimilarity):
             weight = torch.where(sim > 0, weight, 0.0)
             if self.power == 1:
                 weight = weight.div_(sim.clamp_min(torch.finfo(sim.dtype).tiny))
-        return _difference_vjp(query, reference, weight, scale=2.0 if self.power == 2 else 1.0)
+        scale = 2.0 if self.power == 2 else 1.0
+        _add_difference_vjp(query, reference, weight, grad_query, grad_reference, scale * alpha)
 
     def __repr__(self) -> str:
         return f"LpDistance(normalize_embeddings={self.normalize_embeddings}, p={self.p}, power={self.power})"
 
 
-def _squared_euclidean(query: Tensor, reference: Tensor) -> Tensor:
-    q_norm = (query * query).sum(1, keepdim=True)
-    r_norm = (reference * reference).sum(1)
-    return q_norm + r_norm - 2 * (query @ reference.T)
+def _squared_euclidean(query: Tensor, reference: Tensor, clamp: bool) -> Tensor:
+    """``‖q‖² + ‖r‖² − 2 q·r`` (clamped at 0 if asked): one matmul. Without autograd it fills a single ``[b, M]``
+    buffer in place and makes no ``[M, D]`` temporary — a per-block copy of the references (as ``torch.cdist``
+    makes) costs a page fault per 4 KiB once it is larger than the allocator keeps around."""
+    if torch.is_grad_enabled() and (query.requires_grad or reference.requires_grad):
+        squared = (query * query).sum(1, keepdim=True) + (reference * reference).sum(1) - 2 * (query @ reference.T)
+        return squared.clamp_min(0) if clamp else squared
+    query_norms = torch.linalg.vector_norm(query, dim=1).square_()
+    reference_norms = torch.linalg.vector_norm(reference, dim=1).square_()
+    squared = torch.addmm(reference_norms[None, :], query, reference.T, alpha=-2).add_(query_norms[:, None])
+    return squared.clamp_min_(0) if clamp else squared
 
 
-def _difference_vjp(
-    query: Tensor, reference: Tensor, weight: Tensor | SparsePairWeights, scale: float
-) -> tuple[Tensor, Tensor]:
-    """Gradients of ``Σ_ij V_ij · f(q_i − r_j)`` when ``∂f/∂q_i = scale · (q_i − r_j)`` (``V = weight``):
+def _add_product(out: Tensor, weight: Tensor | SparsePairWeights, dense: Tensor, alpha: float) -> None:
+    """``out += alpha · weight @ dense`` in place."""
+    if isinstance(weight, SparsePairWeights):
+        weight.add_product_to(out, dense, alpha)
+    else:
+        out.addmm_(weight, dense, alpha=alpha)
+
+
+def _add_difference_vjp(
+    query: Tensor,
+    reference: Tensor,
+    weight: Tensor | SparsePairWeights,
+    grad_query: Tensor,
+    grad_reference: Tensor,
+    scale: float,
+) -> None:
+    """Add the gradients of ``Σ_ij V_ij · f(q_i − r_j)`` when ``∂f/∂q_i = scale · (q_i − r_j)`` (``V = weight``):
     ``scale · (q_i Σ_j V_ij − (V R)_i)`` and ``scale · (r_j Σ_i V_ij − (Vᵀ Q)_j)``."""
-    grad_q = query * weight.sum(1, keepdim=True) - weight @ reference
-    grad_r = reference * weight.sum(0)[:, None] - weight.T @ query
-    return grad_q.mul_(scale), grad_r.mul_(scale)
+    grad_query.addcmul_(query, weight.sum(1, keepdim=True), value=scale)
+    _add_product(grad_query, weight, reference, -scale)
+    grad_reference.addcmul_(reference, weight.sum(0)[:, None], value=scale)
+    _add_product(grad_reference, weight.T, query, -scale)

@@ -184,7 +184,7 @@ def _log1p_sum_exp_and_grad(
     masked = torch.where(mask, s, off_mask)
     extreme = masked.amax(dim=1) if scale > 0 else masked.amin(dim=1)
     shift = extreme.sub_(base).mul_(scale).clamp_min_(0)
-    x = torch.add((-scale * base - shift)[:, None], masked, alpha=scale)
+    x = torch.add((-scale * base - shift)[:, None], masked, alpha=scale, out=masked)
     terms = x.clamp_min_(floor).exp_()
     terms = torch.where(mask, terms, terms.new_tensor(0.0), out=terms)
     denominator = terms.sum(dim=1).add_(torch.exp(-shift))
