@@ -169,10 +169,12 @@ def circle(pairs: Pairs, m: float = 0.4, gamma: float = 80.0) -> float:
 
 
 def generalized_lifted_structure(pairs: Pairs, neg_margin: float = 1.0, pos_margin: float = 0.0) -> float:
+    """A similarity flips the signs (PML's ``distance.margin``)."""
+    sign = 1.0 if pairs.is_distance else -1.0
     total = 0.0
     for i in pairs.anchors():
-        lp = _log_sum_exp([pairs.s[i][p] - pos_margin for p in pairs.positives(i)])
-        ln = _log_sum_exp([neg_margin - pairs.s[i][n] for n in pairs.negatives(i)])
+        lp = _log_sum_exp([sign * (pairs.s[i][p] - pos_margin) for p in pairs.positives(i)])
+        ln = _log_sum_exp([sign * (neg_margin - pairs.s[i][n]) for n in pairs.negatives(i)])
         total += max(lp + ln, 0.0)
     return total / len(pairs.queries)
 

@@ -112,6 +112,15 @@ CASES: dict[str, Case] = {
     ),
     "ntxent": Case(functional.ntxent_loss, _pml(pml_losses.NTXentLoss()), ref.ntxent, "cosine", True),
     "supcon": Case(functional.supcon_loss, _pml(pml_losses.SupConLoss()), ref.supcon, "cosine", True),
+    "generalized_lifted_structure_cosine": Case(
+        lambda x, y, rx=None, ry=None, **kw: functional.generalized_lifted_structure_loss(
+            x, y, rx, ry, distance=CosineSimilarity(), **kw
+        ),
+        _pml(pml_losses.GeneralizedLiftedStructureLoss(distance=PMLCosineSimilarity())),
+        ref.generalized_lifted_structure,
+        "cosine",
+        False,
+    ),
     "ntxent_distance": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.ntxent_loss(
             x, y, rx, ry, temperature=0.5, distance=LpDistance(), **kw

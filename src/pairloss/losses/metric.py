@@ -202,6 +202,16 @@ def _added_slopes(first: Tensor | SparsePairWeights, second: Tensor | SparsePair
     return dense.add_(second)
 
 
+def _gathered_log_softmax(values: Tensor, rows: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
+    """For entries ``values[p]`` of row ``rows[p]``: each row's ``log Σ exp`` (−inf for a row without entries) and
+    each entry's softmax within its row."""
+    shift = values.new_full((n_rows,), float("-inf")).scatter_reduce_(0, rows, values, "amax")
+    shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    terms = (values - shift[rows]).exp_()
+    total = values.new_zeros(n_rows).index_add_(0, rows, terms)
+    return shift + torch.log(total), terms.div_(total[rows])
+
+
 def _farness(sim: Tensor, distance: BaseSimilarity) -> Tensor:
     """Scores as "larger = farther": the distance itself, or ``−s`` for a similarity."""
     return -sim if distance.is_inverted else sim
@@ -503,17 +513,26 @@ def circle_loss(
         raise ValueError(f"circle_loss needs a similarity (e.g. CosineSimilarity), got {distance!r}")
     o_p, o_n, delta_p, delta_n = 1 + m, -m, 1 - m, m
 
-    def row(block: PairBlock) -> Tensor:
-        s, fixed = block.sim, block.sim.detach()
-        logits = torch.where(
-            block.positive,
-            (-gamma * (o_p - fixed).clamp_min(0)) * (s - delta_p),
-            (gamma * (fixed - o_n).clamp_min(0)) * (s - delta_n),
-        )
-        valid = block.positive.any(dim=1) & block.negative.any(dim=1)
-        inner = _masked_logsumexp(logits, block.positive, False) + _masked_logsumexp(logits, block.negative, False)
-        loss = _zero_unless(valid, F.softplus(inner))
-        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss), *_counts(block, loss)[:2]])
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        # With a_ij the logits above, ℓ_i = softplus(LSE_P a + LSE_N a), so ∂ℓ_i/∂s_ij = σ(LSE_P a + LSE_N a) ·
+        # softmax_{P or N}(a)_j · ∂a_ij/∂s_ij, where ∂a/∂s = −γ α_p on P and γ α_n on N (the α are constants).
+        s = block.sim
+        rows, columns = block.positive.nonzero(as_tuple=True)
+        positive_s = s[rows, columns]
+        positive_scale = (o_p - positive_s).clamp_min_(0).mul_(-gamma)
+        log_positives, positive_softmax = _gathered_log_softmax(positive_scale * (positive_s - delta_p), rows, len(s))
+        negative_scale = (s - o_n).clamp_min_(0).mul_(gamma)
+        log_negatives, slope = _log_softmax_parts(negative_scale * (s - delta_n), block.negative)
+        inner = log_positives + log_negatives
+        valid = torch.isfinite(inner)  # at least one positive and one negative
+        loss = torch.where(valid, F.softplus(inner), 0.0)
+        pull = torch.where(valid, torch.sigmoid(inner), 0.0)
+        slope.mul_(negative_scale).mul_(pull[:, None])
+        slope.index_put_((rows, columns), pull[rows] * positive_softmax * positive_scale, accumulate=True)
+        counts = _counts(block, loss.new_zeros((), dtype=torch.float64))[:2]
+        values = torch.stack([loss.sum().double(), (loss > 0).count_nonzero().double(), *counts])
+        return RowSums(values, (slope, None, None, None))
 
     sums = row_block_sums(
         row,
@@ -579,11 +598,19 @@ def generalized_lifted_structure_loss(
     distance = distance if distance is not None else LpDistance()
     sign = -1.0 if distance.is_inverted else 1.0
 
-    def row(block: PairBlock) -> Tensor:
-        pos = _masked_logsumexp(sign * (block.sim - pos_margin), block.positive, add_one=False)
-        neg = _masked_logsumexp(sign * (neg_margin - block.sim), block.negative, add_one=False)
-        total = F.relu(pos + neg).sum()
-        return torch.stack([total, *_counts(block, total)])
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        # ∂ℓ_i/∂s_ij = [ℓ_i > 0] · softmax of its set, times ±sign: the slope of its logits
+        s = block.sim
+        rows, columns = block.positive.nonzero(as_tuple=True)
+        log_positives, positive_softmax = _gathered_log_softmax(sign * (s[rows, columns] - pos_margin), rows, len(s))
+        log_negatives, slope = _log_softmax_parts(torch.sub(neg_margin, s).mul_(sign), block.negative)
+        inner = torch.nan_to_num(log_positives, neginf=0.0) + torch.nan_to_num(log_negatives, neginf=0.0)
+        active = (inner > 0).to(s.dtype)
+        slope.mul_((active * -sign)[:, None])
+        slope.index_put_((rows, columns), active[rows] * sign * positive_softmax, accumulate=True)
+        total = inner.clamp_min(0).sum().double()
+        return RowSums(torch.stack([total, *_counts(block, total)]), (slope, None, None, None))
 
     sums = row_block_sums(
         row,
