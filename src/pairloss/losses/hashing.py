@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss.engine import PairBlock, row_block_sums
-from pairloss.losses.base import EmbeddingLoss, check_pair_inputs, mean_of_active
+from pairloss.losses.base import FunctionalEmbeddingLoss, check_pair_inputs, mean_of_active
 from pairloss.similarity import DotProductSimilarity, NegSquaredEuclideanSimilarity
 
 __all__ = [
@@ -235,7 +235,7 @@ def ash_loss(
     return pairs + quantization_weight * quantization_penalty(embeddings)
 
 
-class DPSHLoss(EmbeddingLoss):
+class DPSHLoss(FunctionalEmbeddingLoss):
     """DPSH: pairwise likelihood ``log(1 + e^θ) − sθ`` with ``θ = ½ u_i·u_j``, plus quantisation. See
     :func:`dpsh_loss`."""
 
@@ -248,20 +248,11 @@ class DPSHLoss(EmbeddingLoss):
         self.quantization_weight = quantization_weight
         self.block_size = block_size
 
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        return dpsh_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            quantization_weight=self.quantization_weight,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(dpsh_loss)
+    options = ("quantization_weight", "block_size")
 
 
-class HashNetLoss(EmbeddingLoss):
+class HashNetLoss(FunctionalEmbeddingLoss):
     """HashNet: class-balanced pairwise likelihood with ``θ = α u_i·u_j``. See :func:`hashnet_loss`."""
 
     formula = "½(mean_{S1} ℓ + mean_{S0} ℓ), ℓ = log(1+e^θ) − s_ij θ, θ = α u_i·u_j"
@@ -273,13 +264,11 @@ class HashNetLoss(EmbeddingLoss):
         self.alpha = alpha
         self.block_size = block_size
 
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        return hashnet_loss(embeddings, labels, ref_emb, ref_labels, alpha=self.alpha, block_size=self.block_size)
+    loss_function = staticmethod(hashnet_loss)
+    options = ("alpha", "block_size")
 
 
-class DSHLoss(EmbeddingLoss):
+class DSHLoss(FunctionalEmbeddingLoss):
     """DSH: contrastive loss on ``‖u_i − u_j‖²`` with margin ``2K`` and an L1 regulariser. See :func:`dsh_loss`."""
 
     formula = "mean_{i≠j}[½s d + ½(1−s)[2K − d]_+] + α‖|u| − 1‖₁, d = ‖u_i − u_j‖²"
@@ -294,21 +283,11 @@ class DSHLoss(EmbeddingLoss):
         self.regularization = regularization
         self.block_size = block_size
 
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        return dsh_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            margin=self.margin,
-            regularization=self.regularization,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(dsh_loss)
+    options = ("margin", "regularization", "block_size")
 
 
-class ASHLoss(EmbeddingLoss):
+class ASHLoss(FunctionalEmbeddingLoss):
     """ASH: contrastive loss on the relaxed Hamming distance, reachable margin, ``(|u| − 1)²`` quantisation.
     See :func:`ash_loss`."""
 
@@ -324,15 +303,5 @@ class ASHLoss(EmbeddingLoss):
         self.quantization_weight = quantization_weight
         self.block_size = block_size
 
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        return ash_loss(
-            embeddings,
-            labels,
-            ref_emb,
-            ref_labels,
-            margin=self.margin,
-            quantization_weight=self.quantization_weight,
-            block_size=self.block_size,
-        )
+    loss_function = staticmethod(ash_loss)
+    options = ("margin", "quantization_weight", "block_size")

@@ -10,7 +10,7 @@ the backward pass recomputes each chunk (:class:`_SigmoidRankSums`), so memory s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -173,14 +173,42 @@ def simix(
 
 
 def _with_simix(
-    embeddings: Tensor, labels: Tensor, use_simix: bool, max_pairs_per_class: int | None
-) -> tuple[Tensor, Tensor]:
-    """The batch as the engine sees it: normalised embeddings, plus SiMix's virtual samples when asked."""
+    embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None, use_simix: bool, max_pairs_per_class: int | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The batch as the engine sees it: normalised queries (plus SiMix's virtual samples when asked) and the
+    normalised references, if any."""
+    if use_simix and ref_emb is not None:
+        raise ValueError("use_simix mixes the batch with itself and cannot be combined with ref_emb")
     normalised = F.normalize(embeddings, p=2, dim=1)
+    reference = None if ref_emb is None else F.normalize(ref_emb, p=2, dim=1)
     if not use_simix:
-        return normalised, labels
+        return normalised, labels, reference
     virtual, virtual_labels = simix(normalised, labels, max_pairs_per_class=max_pairs_per_class)
-    return torch.cat([normalised, virtual]), torch.cat([labels, virtual_labels])
+    return torch.cat([normalised, virtual]), torch.cat([labels, virtual_labels]), reference
+
+
+def _mean_over_queries(
+    row: Callable[[PairBlock], Tensor],
+    query: Tensor,
+    query_labels: Tensor,
+    reference: Tensor | None,
+    ref_labels: Tensor | None,
+    block_size: int | None,
+    memory_budget: int,
+) -> Tensor:
+    """Run ``row`` (returning ``[Σ per-query loss, #queries with a positive]``) on the engine; the mean loss."""
+    sums = row_block_sums(
+        row,
+        query,
+        query_labels,
+        reference,
+        ref_labels,
+        similarity=DotProductSimilarity(),
+        block_size=block_size,
+        memory_budget=memory_budget,
+        working_copies=4,
+    )
+    return mean_of_active(sums[0], sums[1])
 
 
 def recall_at_k_surrogate_loss(
@@ -233,10 +261,7 @@ def recall_at_k_surrogate_loss(
         raise ValueError(f"k must be a non-empty sequence of integers >= 1, got {list(k)}")
     _check_temperature(tau1, "tau1")
     _check_temperature(tau2, "tau2")
-    if use_simix and ref_emb is not None:
-        raise ValueError("use_simix mixes the batch with itself and cannot be combined with ref_emb")
-    query, query_labels = _with_simix(embeddings, labels, use_simix, simix_max_pairs_per_class)
-    reference = None if ref_emb is None else F.normalize(ref_emb, p=2, dim=1)
+    query, query_labels, reference = _with_simix(embeddings, labels, ref_emb, use_simix, simix_max_pairs_per_class)
 
     def row(block: PairBlock) -> Tensor:
         sim = block.sim
@@ -258,18 +283,7 @@ def recall_at_k_surrogate_loss(
         per_query = (1 - numerator / denominator).mean(1)
         return torch.stack([torch.where(has, per_query, 0).sum(), has.sum().to(sim.dtype)])
 
-    sums = row_block_sums(
-        row,
-        query,
-        query_labels,
-        reference,
-        ref_labels,
-        similarity=DotProductSimilarity(),
-        block_size=block_size,
-        memory_budget=memory_budget,
-        working_copies=4,
-    )
-    return mean_of_active(sums[0], sums[1])
+    return _mean_over_queries(row, query, query_labels, reference, ref_labels, block_size, memory_budget)
 
 
 def smooth_ap_loss(
@@ -297,10 +311,7 @@ def smooth_ap_loss(
     """
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     _check_temperature(tau, "tau")
-    if use_simix and ref_emb is not None:
-        raise ValueError("use_simix mixes the batch with itself and cannot be combined with ref_emb")
-    query, query_labels = _with_simix(embeddings, labels, use_simix, simix_max_pairs_per_class)
-    reference = None if ref_emb is None else F.normalize(ref_emb, p=2, dim=1)
+    query, query_labels, reference = _with_simix(embeddings, labels, ref_emb, use_simix, simix_max_pairs_per_class)
 
     def row(block: PairBlock) -> Tensor:
         sim = block.sim
@@ -315,18 +326,7 @@ def smooth_ap_loss(
         ap = sim.new_zeros(sim.shape[0]).index_put_((rows,), ratio, accumulate=True) / n_pos.clamp_min(1)
         return torch.stack([torch.where(has, 1 - ap, 0).sum(), has.sum().to(sim.dtype)])
 
-    sums = row_block_sums(
-        row,
-        query,
-        query_labels,
-        reference,
-        ref_labels,
-        similarity=DotProductSimilarity(),
-        block_size=block_size,
-        memory_budget=memory_budget,
-        working_copies=4,
-    )
-    return mean_of_active(sums[0], sums[1])
+    return _mean_over_queries(row, query, query_labels, reference, ref_labels, block_size, memory_budget)
 
 
 class RecallAtKSurrogateLoss(FunctionalEmbeddingLoss):
