@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -122,18 +123,25 @@ def test_cross_rank_pairs_needs_a_process_group() -> None:
         pass
 
 
-def _train_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+def _train_worker(rank: int, world: int, port: int, out_file: str) -> None:
+    # the environment that `torchrun --nproc-per-node 2` gives each process: train_digits starts the group itself
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     from pairloss.progress import Reporter
     from pairloss.training.launch import train_digits
 
     result = train_digits(epochs=1, batch_size=64, dtype=torch.float64, reporter=Reporter.silent())
+    assert result.world_size == world
+    assert not dist.is_initialized(), "the group train_digits started must be destroyed before it returns"
     if rank == 0:
         torch.save(result.model.state_dict(), out_file)
-    dist.barrier()
-    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_ddp_training_on_two_processes_equals_one_process(tmp_path: Path) -> None:
@@ -141,7 +149,7 @@ def test_ddp_training_on_two_processes_equals_one_process(tmp_path: Path) -> Non
     from pairloss.training.launch import train_digits
 
     out_file = tmp_path / "model.pt"
-    mp.spawn(_train_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    mp.spawn(_train_worker, args=(2, _free_port(), str(out_file)), nprocs=2, join=True)
     distributed = torch.load(out_file)
     single = train_digits(epochs=1, batch_size=64, dtype=torch.float64, reporter=Reporter.silent())
     assert single.world_size == 1 and single.metrics["recall@1"] > 0

@@ -77,9 +77,9 @@ def test_unary_loss_is_exactly_zero_when_boxes_match() -> None:
     boxes = torch.tensor([[3.1, 4.7, 20.3, 11.9], [0.0, 0.0, 5.0, 7.0]])
     vertices = box_polygon(boxes, 16)
     assert torch.equal(polygon_boxes(vertices), boxes)
-    assert float(polygon_box_loss(vertices, boxes)) == 0.0
+    assert polygon_box_loss(vertices, boxes).item() == 0.0
     vertices[0, 3, 1] -= 0.5
-    assert float(polygon_box_loss(vertices, boxes)) > 0.0
+    assert polygon_box_loss(vertices, boxes).item() > 0.0
 
 
 def test_unary_loss_matches_loop_reference_and_gradcheck() -> None:
@@ -91,7 +91,7 @@ def test_unary_loss_matches_loop_reference_and_gradcheck() -> None:
         xs, ys = [p[0] for p in poly], [p[1] for p in poly]
         pred = torch.tensor([[min(xs), min(ys), max(xs), max(ys)]], dtype=torch.float64)
         expected += 1 - float(box_ciou(pred, torch.tensor([box], dtype=torch.float64)))
-    assert float(polygon_box_loss(vertices, boxes)) == pytest.approx(expected / 3)
+    assert polygon_box_loss(vertices, boxes).item() == pytest.approx(expected / 3)
     assert torch.autograd.gradcheck(lambda v: polygon_box_loss(v, boxes), (vertices,))
 
 
@@ -99,7 +99,7 @@ def test_unary_loss_empty_batch_and_errors() -> None:
     vertices = torch.zeros(0, 5, 2, requires_grad=True)
     loss = polygon_box_loss(vertices, torch.zeros(0, 4))
     loss.backward()
-    assert float(loss) == 0.0 and vertices.grad is not None and not bool(vertices.grad.any())
+    assert loss.item() == 0.0 and vertices.grad is not None and not bool(vertices.grad.any())
     with pytest.raises(ValueError, match="2 polygons but 1 boxes"):
         polygon_box_loss(torch.rand(2, 4, 2), torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
     with pytest.raises(ValueError, match="x2 >= x1"):
@@ -146,9 +146,9 @@ def test_local_pairwise_matches_loop_reference(variant: str) -> None:
     box_masks[1] = True
     affinity = color_affinity(lab)
     ours = local_pairwise_loss(masks, affinity, box_masks, variant=variant, threshold=0.1)
-    assert float(ours) == pytest.approx(_local_reference(masks, lab, box_masks, variant), rel=1e-12)
+    assert ours.item() == pytest.approx(_local_reference(masks, lab, box_masks, variant), rel=1e-12)
     module = LocalPairwiseLoss(variant=variant)
-    assert float(module(masks, lab, box_masks)) == pytest.approx(float(ours), rel=1e-12)
+    assert module(masks, lab, box_masks).item() == pytest.approx(ours.item(), rel=1e-12)
     masks.requires_grad_()
     assert torch.autograd.gradcheck(lambda m: local_pairwise_loss(m, affinity, box_masks, variant=variant), (masks,))
 
@@ -163,7 +163,7 @@ def test_local_pairwise_without_pairs_is_zero() -> None:
             loss = local_pairwise_loss(masks, aff, box_masks, variant=variant)
             loss.backward()
             assert masks.grad is not None
-            assert float(loss) == 0.0 and not bool(masks.grad.any()) and bool(torch.isfinite(masks.grad).all())
+            assert loss.item() == 0.0 and not bool(masks.grad.any()) and bool(torch.isfinite(masks.grad).all())
 
 
 def test_local_pairwise_uniform_mask_and_errors() -> None:
@@ -204,8 +204,8 @@ def test_level_set_matches_loop_reference_and_gradcheck() -> None:
     g = torch.Generator().manual_seed(2)
     masks = torch.rand(2, 4, 5, generator=g, dtype=torch.float64)
     images = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
-    assert float(level_set_loss(masks, images)) == pytest.approx(_level_set_reference(masks, images), rel=1e-12)
-    assert float(LevelSetLoss()(masks, images)) == pytest.approx(float(level_set_loss(masks, images)))
+    assert level_set_loss(masks, images).item() == pytest.approx(_level_set_reference(masks, images), rel=1e-12)
+    assert LevelSetLoss()(masks, images).item() == pytest.approx(level_set_loss(masks, images).item())
     masks.requires_grad_()
     assert torch.autograd.gradcheck(lambda m: level_set_loss(m, images), (masks,))
 
@@ -214,7 +214,7 @@ def test_level_set_edge_cases() -> None:
     masks = torch.zeros(0, 4, 4, requires_grad=True)
     loss = level_set_loss(masks, torch.zeros(0, 3, 4, 4))
     loss.backward()
-    assert float(loss) == 0.0 and masks.grad is not None and not bool(masks.grad.any())
+    assert loss.item() == 0.0 and masks.grad is not None and not bool(masks.grad.any())
     images = torch.zeros(1, 3, 4, 4)
     images[:, :, :2] = 1.0
     perfect = torch.zeros(1, 4, 4)

@@ -8,6 +8,7 @@ single-process update on the global batch (the tests check the parameters after 
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -34,8 +35,9 @@ class TrainResult:
 
 
 def _init_from_environment() -> bool:
+    """Start the process group that ``torchrun`` describes; True when this call started it (and must end it)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return dist.is_initialized()
+        return False
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return True
 
@@ -52,14 +54,36 @@ def train_digits(
 ) -> TrainResult:
     """Train an MLP (no batch-norm, so the split across ranks does not change the result) on digits 0–4.
 
-    Returns the model and, on rank 0, retrieval metrics on digits 5–9. Works unchanged under ``torchrun``.
+    Returns the model and, on rank 0, retrieval metrics on digits 5–9. Works unchanged under ``torchrun``: a process
+    group this call starts from the launcher's environment is destroyed before it returns; one that already exists
+    is used and left to its owner.
     """
     from pairloss.demo import DEMO_LOSSES
-    from pairloss.metrics import retrieval
 
     if loss not in DEMO_LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose from {sorted(DEMO_LOSSES)}")
-    distributed = _init_from_environment()
+    started_group = _init_from_environment()
+    try:
+        return _train(loss, epochs, batch_size, m_per_class, lr, seed, dtype, reporter)
+    finally:
+        if started_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    m_per_class: int,
+    lr: float,
+    seed: int,
+    dtype: torch.dtype,
+    reporter: Reporter | None,
+) -> TrainResult:
+    from pairloss.demo import DEMO_LOSSES
+    from pairloss.metrics import retrieval
+
+    distributed = dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     split = open_set_digits()
@@ -80,6 +104,11 @@ def train_digits(
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
+    if distributed:
+        # DistributedDataParallel sits in a reference cycle: collect it now, while the process group it reduces
+        # over is alive, rather than at some later collection or during interpreter exit (where gloo aborts).
+        del model
+        gc.collect()
     metrics: dict[str, float] = {}
     if rank == 0:
         trained.eval()
