@@ -86,6 +86,18 @@ CASES: dict[str, Case] = {
         "euclidean",
         True,
     ),
+    "triplet_semihard_cosine": Case(
+        lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
+            x, y, rx, ry, margin=0.25, mining="semihard", distance=CosineSimilarity(), **kw
+        ),
+        _pml(
+            pml_losses.TripletMarginLoss(margin=0.25, distance=PMLCosineSimilarity()),
+            pml_miners.TripletMarginMiner(0.25, "semihard", distance=PMLCosineSimilarity()),
+        ),
+        lambda p: ref.triplet(p, 0.25, "semihard"),
+        "cosine",
+        True,
+    ),
     "triplet_batch_hard": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
             x, y, rx, ry, margin=0.3, mining="batch_hard", **kw
@@ -309,6 +321,19 @@ def test_triplet_all_scales_without_cubic_memory() -> None:
     assert torch.isfinite(loss)
     small = functional.triplet_margin_loss(x[:40], y[:40])
     assert float(small) == pytest.approx(float(pml_losses.TripletMarginLoss()(x[:40], y[:40])), abs=1e-9)
+
+
+@pytest.mark.parametrize("margin", [0.0, -0.2])
+def test_triplet_non_positive_margin(margin: float) -> None:
+    # no triplet is semi-hard; "all" keeps the triplets whose negative is more than |m| closer than the positive
+    x, y = _batch(14, seed=9)
+    x.requires_grad_(True)
+    semihard = functional.triplet_margin_loss(x, y, margin=margin, mining="semihard")
+    semihard.backward()
+    assert semihard.item() == 0.0 and x.grad is not None and not bool(x.grad.any())
+    expected = ref.triplet(ref.Pairs(x.detach(), y), margin)
+    assert functional.triplet_margin_loss(x, y, margin=margin).item() == pytest.approx(expected, rel=1e-9)
+    assert torch.autograd.gradcheck(lambda e: functional.triplet_margin_loss(e, y, margin=margin), (x,))
 
 
 def test_triplet_rejects_unsupported_options() -> None:

@@ -241,30 +241,61 @@ def _generic_pair_keep(n_positive: Tensor, n_negative: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------------
 
 
+def _left_aligned(mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The true entries of each row of ``mask`` packed to the left of a ``[b, K]`` table (K = most in a row).
+
+    Returns their ``rows`` and ``columns`` in ``mask`` (row-major), their ``slots`` in the table, and the table's
+    ``present`` mask.
+    """
+    rows, columns = mask.nonzero(as_tuple=True)
+    per_row = mask.sum(dim=1)
+    starts = per_row.cumsum(dim=0) - per_row
+    slots = torch.arange(rows.numel(), device=mask.device) - starts[rows]
+    present = torch.zeros(mask.shape[0], int(per_row.max()), dtype=torch.bool, device=mask.device)
+    present[rows, slots] = True
+    return rows, columns, slots, present
+
+
 def _sorted_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool) -> RowFunction:
     """All (or all semi-hard) hinge triplets of a row in O(M log M): sort the negatives, then prefix sums.
 
-    For anchor a and positive p the active negatives are those with ``d_an < d_ap + m`` (and ``d_an > d_ap``
-    for semi-hard), a contiguous range ``[lo, hi)`` of the sorted negative distances, so
-    ``Σ_n [d_ap − d_an + m]_+ = (hi − lo)(d_ap + m) − (prefix[hi] − prefix[lo])``. Everything is in float64.
-    """
+    Write f for the scores as "larger = farther". For anchor a and positive p the active negatives are those with
+    ``f_an < f_ap + m`` (and ``f_an > f_ap`` for semi-hard), a contiguous range ``[lo, hi)`` of the sorted negative
+    scores, so ``Σ_n [f_ap − f_an + m]_+ = (hi − lo)(f_ap + m) − (prefix[hi] − prefix[lo])`` (sums in float64).
 
-    def row(block: PairBlock) -> Tensor:
-        far = _farness(block.sim, distance).to(torch.float64)
-        negatives = far.masked_fill(~block.negative, float("inf")).sort(dim=1).values
+    Given which triplets are active the sum is linear in the scores, so its slopes are counts: ``hi − lo`` at a
+    positive, and at a negative minus the number of ranges ``[lo, hi)`` that hold it (a difference array over the
+    sorted negatives). Only the positives are searched, so a block costs one sort.
+    """
+    flip = -1.0 if distance.is_inverted else 1.0
+
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        if not block.positive.any():
+            return RowSums(block.sim.new_zeros(2, dtype=torch.float64), (None, None))
+        far = _farness(block.sim, distance)
+        n_rows, n_columns = far.shape
+        sorted_negatives, order = far.masked_fill(~block.negative, float("inf")).sort(dim=1)
+        negatives = sorted_negatives.to(torch.float64)
         prefix = F.pad(negatives.cumsum(dim=1), (1, 0))
-        threshold = far + margin
-        sorted_keys = negatives.detach()
-        hi = torch.searchsorted(sorted_keys, threshold.detach(), side="left")
-        if semihard:
-            lo = torch.minimum(torch.searchsorted(sorted_keys, far.detach(), side="right"), hi)
-            count = hi - lo
-            total = count * threshold - (prefix.gather(1, hi) - prefix.gather(1, lo))
-        else:
-            count = hi
-            total = count * threshold - prefix.gather(1, hi)
-        total = total.masked_fill(~block.positive, 0.0).sum()
-        return torch.stack([total, count.masked_fill(~block.positive, 0).sum().to(total)])
+
+        rows, columns, slots, present = _left_aligned(block.positive)
+        positive_far = negatives.new_zeros(present.shape)
+        positive_far[rows, slots] = far[rows, columns].to(torch.float64)
+        threshold = positive_far + margin
+        hi = torch.searchsorted(negatives, threshold, side="left")
+        lo = torch.searchsorted(negatives, positive_far, side="right").minimum(hi) if semihard else torch.zeros_like(hi)
+        lo, hi = lo.masked_fill_(~present, 0), hi.masked_fill_(~present, 0)
+        count = hi - lo
+        total = count * threshold - (prefix.gather(1, hi) - prefix.gather(1, lo))
+        values = torch.stack([total.masked_fill_(~present, 0.0).sum(), count.sum().to(total)])
+
+        ranges = torch.zeros(n_rows, n_columns + 1, dtype=torch.int64, device=far.device)
+        ranges.scatter_add_(1, lo, present.long()).scatter_add_(1, hi, -present.long())
+        holding = ranges[:, :n_columns].cumsum(dim=1).to(far.dtype)
+        slope = torch.empty_like(far).scatter_(1, order, holding.mul_(-flip))
+        slope[rows, columns] = flip * count[rows, slots].to(far.dtype)
+        return RowSums(values, (slope, None))
 
     return row
 
