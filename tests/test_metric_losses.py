@@ -107,6 +107,18 @@ CASES: dict[str, Case] = {
         "euclidean",
         True,
     ),
+    "triplet_batch_hard_smooth_cosine": Case(
+        lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
+            x, y, rx, ry, margin=0.2, mining="batch_hard", smooth_loss=True, distance=CosineSimilarity(), **kw
+        ),
+        _pml(
+            pml_losses.TripletMarginLoss(margin=0.2, smooth_loss=True, distance=PMLCosineSimilarity()),
+            pml_miners.BatchHardMiner(distance=PMLCosineSimilarity()),
+        ),
+        lambda p: ref.triplet(p, 0.2, "batch_hard", smooth=True),
+        "cosine",
+        True,
+    ),
     "multi_similarity": Case(
         functional.multi_similarity_loss,
         _pml(pml_losses.MultiSimilarityLoss()),
@@ -334,6 +346,22 @@ def test_triplet_non_positive_margin(margin: float) -> None:
     expected = ref.triplet(ref.Pairs(x.detach(), y), margin)
     assert functional.triplet_margin_loss(x, y, margin=margin).item() == pytest.approx(expected, rel=1e-9)
     assert torch.autograd.gradcheck(lambda e: functional.triplet_margin_loss(e, y, margin=margin), (x,))
+
+
+@pytest.mark.parametrize("mining", ["all", "semihard"])
+def test_smooth_triplets_in_chunks_of_one_positive(mining: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = _batch(16, seed=10)
+    whole, whole_grad = _value_and_grad(
+        functional.triplet_margin_loss, x, y, margin=0.5, smooth_loss=True, mining=mining
+    )
+    assert whole == pytest.approx(ref.triplet(ref.Pairs(x, y), 0.5, mining, smooth=True), rel=1e-12)
+    monkeypatch.setattr(engine, "MAX_TEMPORARY_BYTES", 1)  # one positive per chunk
+    loss = functional.triplet_margin_loss
+    chunked, chunked_grad = _value_and_grad(loss, x, y, margin=0.5, smooth_loss=True, mining=mining)
+    assert chunked == pytest.approx(whole, rel=1e-12)
+    torch.testing.assert_close(chunked_grad, whole_grad, rtol=1e-10, atol=1e-12)
+    leaf = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda e: loss(e, y, margin=0.5, smooth_loss=True, mining=mining), (leaf,))
 
 
 def test_triplet_rejects_unsupported_options() -> None:

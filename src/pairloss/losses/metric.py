@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pairloss import engine
 from pairloss._sparse_pairs import SparsePairWeights
 from pairloss._validation import check_choice
 from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, RowSums, row_block_sums
@@ -300,33 +301,72 @@ def _sorted_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool)
     return row
 
 
-def _dense_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool, smooth: bool) -> RowFunction:
-    """Every triplet of a block explicitly, ``[b, M, M]``: for the smooth (softplus) loss (no sort trick)."""
+def _smooth_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool) -> RowFunction:
+    """Softplus triplets (all or semi-hard), which have no sorting shortcut: each anchor's positives against all of
+    its references, ``[b, K, M]`` for the K positives of the row with the most, in chunks of positives that keep each
+    temporary near :data:`~pairloss.engine.MAX_TEMPORARY_BYTES`. The work is the number of (anchor, positive,
+    reference) triplets, about ``N · M · |P|``, not ``N · M²``.
 
-    def row(block: PairBlock) -> Tensor:
+    Slopes: with ``w = σ(f_ap − f_an + m)`` over the kept triplets, ``Σ_n w`` at a positive and ``−Σ_p w`` at a
+    negative.
+    """
+    flip = -1.0 if distance.is_inverted else 1.0
+
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        if not block.positive.any():
+            return RowSums(block.sim.new_zeros(2, dtype=torch.float64), (None, None))
         far = _farness(block.sim, distance)
-        violation = far[:, :, None] - far[:, None, :] + margin
-        keep = block.positive[:, :, None] & block.negative[:, None, :]
-        if semihard:
-            keep = keep & (violation >= 0) & (violation < margin)
-        loss = F.softplus(violation) if smooth else F.relu(violation)
-        loss = loss.masked_fill(~keep, 0.0)
-        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss)])
+        rows, columns, slots, present = _left_aligned(block.positive)
+        positive_far = far.new_zeros(present.shape)
+        positive_far[rows, slots] = far[rows, columns]
+        per_positive = torch.zeros_like(positive_far)
+        per_negative = torch.zeros_like(far)
+        total = far.new_zeros((), dtype=torch.float64)
+        active = far.new_zeros((), dtype=torch.int64)
+        chunk = max(1, engine.MAX_TEMPORARY_BYTES // (far.numel() * far.element_size()))
+        for first in range(0, present.shape[1], chunk):
+            kept = slice(first, first + chunk)
+            violation = positive_far[:, kept, None] - far[:, None, :] + margin
+            keep = present[:, kept, None] & block.negative[:, None, :]
+            if semihard:
+                keep &= (violation >= 0) & (violation < margin)
+            loss = F.softplus(violation).masked_fill_(~keep, 0.0)
+            total += loss.sum(dtype=torch.float64)
+            active += loss.count_nonzero()
+            weight = violation.sigmoid_().masked_fill_(~keep, 0.0)
+            per_positive[:, kept] = weight.sum(dim=2)
+            per_negative += weight.sum(dim=1)
+        slope = per_negative.mul_(-flip)
+        slope[rows, columns] = flip * per_positive[rows, slots]
+        return RowSums(torch.stack([total, active.to(total)]), (slope, None))
 
     return row
 
 
 def _batch_hard_row(distance: BaseSimilarity, margin: float, smooth: bool) -> RowFunction:
-    """One triplet per anchor: its farthest positive and its closest negative (Hermans et al. 2017)."""
+    """One triplet per anchor: its farthest positive and its closest negative (Hermans et al. 2017).
 
-    def row(block: PairBlock) -> Tensor:
+    The slopes are two entries per row, ``±ℓ'(f_ap − f_an + m)`` at the chosen positive and negative (sparse).
+    """
+    flip = -1.0 if distance.is_inverted else 1.0
+
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
         far = _farness(block.sim, distance)
         valid = block.positive.any(dim=1) & block.negative.any(dim=1)
-        hardest_positive = far.masked_fill(~block.positive, float("-inf")).amax(dim=1)
-        hardest_negative = far.masked_fill(~block.negative, float("inf")).amin(dim=1)
+        hardest_positive, positive_column = far.masked_fill(~block.positive, float("-inf")).max(dim=1)
+        hardest_negative, negative_column = far.masked_fill(~block.negative, float("inf")).min(dim=1)
         violation = _zero_unless(valid, hardest_positive - hardest_negative + margin)
         loss = _zero_unless(valid, F.softplus(violation) if smooth else F.relu(violation))
-        return torch.stack([loss.sum(), (loss > 0).count_nonzero().to(loss)])
+        derivative = torch.sigmoid(violation) if smooth else (violation > 0).to(far)
+        derivative = _zero_unless(valid, derivative).mul_(flip)
+        slope = torch.zeros_like(far)
+        rows = torch.arange(far.shape[0], device=far.device)
+        slope.index_put_((rows, positive_column), derivative, accumulate=True)
+        slope.index_put_((rows, negative_column), -derivative, accumulate=True)
+        values = torch.stack([loss.sum(), loss.count_nonzero().to(loss)]).to(torch.float64)
+        return RowSums(values, (slope, None))
 
     return row
 
@@ -364,9 +404,9 @@ def triplet_margin_loss(
 
     A similarity flips the signs (``s_an − s_ap + m``). Deliberate differences from PML: ``swap=True`` (the
     positive–negative distance needs the full reference×reference matrix) and an integer
-    ``triplets_per_anchor`` (PML samples triplets at random) are rejected with a ``ValueError``;
-    ``smooth_loss`` with ``"all"`` or ``"semihard"`` scores the triplets of a block explicitly
-    (``[b, M, M]``, the block size shrinks to fit).
+    ``triplets_per_anchor`` (PML samples triplets at random) are rejected with a ``ValueError``.
+    ``smooth_loss`` with ``"all"`` or ``"semihard"`` has no sorting shortcut: it scores each anchor's positives
+    against its references explicitly, in chunks (the same work as PML's list of triplets, without the list).
     """
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     check_choice(mining, "mining", TRIPLET_MINING)
@@ -378,11 +418,10 @@ def triplet_margin_loss(
     if swap:
         raise ValueError("swap=True is not supported: it needs the full reference×reference distance matrix")
     distance = distance if distance is not None else LpDistance()
-    n_references = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
     if mining == "batch_hard":
         row, copies = _batch_hard_row(distance, margin, smooth_loss), 6
     elif smooth_loss:
-        row, copies = _dense_triplet_row(distance, margin, mining == "semihard", True), 6 * n_references
+        row, copies = _smooth_triplet_row(distance, margin, mining == "semihard"), 8
     else:
         row, copies = _sorted_triplet_row(distance, margin, mining == "semihard"), 24
     sums = row_block_sums(

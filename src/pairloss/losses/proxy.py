@@ -226,10 +226,9 @@ class NormalizedSoftmaxLoss(EmbeddingLoss):
         return normalized_softmax_loss(embeddings, labels, self.W, temperature=self.temperature, distance=self.distance)
 
 
-def _target_cosines(embeddings: Tensor, labels: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Cosines ``[N, C]`` between samples and the columns of ``W`` ``[D, C]``, and the one-hot target mask."""
-    cosine = CosineSimilarity()(embeddings, weight.to(embeddings.dtype).T)
-    return cosine, F.one_hot(labels, weight.shape[1]).bool()
+def _cosines(embeddings: Tensor, weight: Tensor) -> Tensor:
+    """Cosines ``[N, C]`` between samples and the columns of ``W`` ``[D, C]``."""
+    return CosineSimilarity()(embeddings, weight.to(embeddings.dtype).T)
 
 
 def arcface_loss(
@@ -250,12 +249,11 @@ def arcface_loss(
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
     m = math.radians(margin)
-    cosine, target = _target_cosines(embeddings, labels, weight)
-    target_cos = cosine[target]
-    angles = torch.acos(target_cos.clamp(-1, 1))
+    cosine = _cosines(embeddings, weight)
+    column = labels[:, None]
+    angles = torch.acos(cosine.gather(1, column).clamp(-1, 1))
     modified = torch.where(angles <= math.pi - m, torch.cos(angles + m), torch.cos(angles) - m * math.sin(m))
-    logits = cosine.masked_scatter(target, modified)
-    return F.cross_entropy(scale * logits, labels)
+    return F.cross_entropy(scale * cosine.scatter(1, column, modified), labels)
 
 
 def cosface_loss(
@@ -273,9 +271,9 @@ def cosface_loss(
         L = mean_i −log( e^{s (cos θ_iy − m)} / (e^{s (cos θ_iy − m)} + Σ_{c≠y} e^{s cos θ_ic}) )
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
-    cosine, target = _target_cosines(embeddings, labels, weight)
-    logits = cosine - margin * target.to(cosine.dtype)
-    return F.cross_entropy(scale * logits, labels)
+    cosine = _cosines(embeddings, weight)
+    target = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
+    return F.cross_entropy(scale * (cosine - margin * target), labels)
 
 
 class _MarginSoftmaxLoss(EmbeddingLoss):
