@@ -6,11 +6,12 @@ import importlib
 import json
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import benchmarks.__main__ as bench_main
 import pytest
 import torch
-from benchmarks import metric_losses
+from benchmarks import metric_losses, pml_twins
 from benchmarks.measure import Case, Measurement, measure
 from benchmarks.report import compare, markdown_table, update_docs
 
@@ -166,13 +167,17 @@ def test_update_docs_appends_when_markers_are_missing(tmp_path: Path) -> None:
     assert docs.read_text() == "# Title\n\n<!-- bench:x:start -->\n| b |\n<!-- bench:x:end -->\n"
 
 
-@pytest.mark.parametrize("loss", sorted(metric_losses.LOSSES))
-def test_metric_loss_cases_agree_with_pml(loss: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "loss"),
+    [(metric_losses, loss) for loss in sorted(metric_losses.LOSSES)]
+    + [(pml_twins, loss) for loss in sorted(pml_twins.TWINS)],
+)
+def test_cases_agree_with_pml(module: ModuleType, loss: str) -> None:
     values, grads = [], []
-    for implementation in metric_losses.IMPLEMENTATIONS:
-        case = Case(metric_losses.__name__, loss, implementation, {"n": 60, "d": 8, "classes": 6, "seed": 0})
+    for implementation in module.IMPLEMENTATIONS:
+        case = Case(module.__name__, loss, implementation, {"n": 60, "d": 8, "classes": 6, "seed": 0})
         try:
-            step, leaf = metric_losses.setup(case)
+            step, leaf = module.setup(case)
         except ImportError as error:
             pytest.skip(str(error))
         value = step()
@@ -183,8 +188,15 @@ def test_metric_loss_cases_agree_with_pml(loss: str) -> None:
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-def test_discover_finds_the_metric_loss_benchmark() -> None:
-    assert metric_losses in bench_main.discover()
+def test_discover_finds_the_metric_loss_benchmarks() -> None:
+    assert {metric_losses, pml_twins} <= set(bench_main.discover())
+
+
+def test_every_pml_twin_is_a_public_pairloss_loss() -> None:
+    import pairloss
+
+    assert all(isinstance(getattr(pairloss, twin.cls, None), type) for twin in pml_twins.TWINS.values())
+    assert {case.loss for case in pml_twins.cases(quick=True)} == set(pml_twins.TWINS)
 
 
 def test_full_cases_cover_the_issue_sizes() -> None:
