@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from benchmarks._embeddings import embedding_cases, random_batch
 from benchmarks.measure import Case
 
 NAME = "metric_losses"
@@ -27,19 +28,11 @@ LOSSES = {
 IMPLEMENTATIONS = ("pairloss", "pytorch-metric-learning")
 SIZES = (2048, 8192, 16384, 32768)
 QUICK_SIZES = (1024, 2048)
-DIMENSION = 128
-CLASSES = 100
 
 
 def cases(quick: bool) -> list[Case]:
     """Every (N, loss, implementation): smallest sizes first, the two implementations of one size together."""
-    sizes = QUICK_SIZES if quick else SIZES
-    return [
-        Case(__name__, loss, implementation, {"n": n, "d": DIMENSION, "classes": CLASSES, "seed": 0})
-        for n in sizes
-        for loss in LOSSES
-        for implementation in IMPLEMENTATIONS
-    ]
+    return embedding_cases(__name__, LOSSES, IMPLEMENTATIONS, QUICK_SIZES if quick else SIZES)
 
 
 def _loss_class(implementation: str, loss: str) -> Callable[[], torch.nn.Module]:
@@ -53,8 +46,6 @@ def _loss_class(implementation: str, loss: str) -> Callable[[], torch.nn.Module]
 def setup(case: Case) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
     """Build the inputs and the loss of ``case``; return ``(step, embeddings)``."""
     params: dict[str, Any] = case.params
-    generator = torch.Generator().manual_seed(params["seed"])
-    embeddings = torch.randn(params["n"], params["d"], generator=generator).requires_grad_()
-    labels = torch.randint(0, params["classes"], (params["n"],), generator=generator)
+    embeddings, labels = random_batch(params)
     loss_fn = _loss_class(case.implementation, case.loss)()
     return (lambda: loss_fn(embeddings, labels)), embeddings

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from benchmarks._embeddings import embedding_cases, random_batch
 from benchmarks.measure import Case
 
 NAME = "pml_twins"
@@ -22,8 +23,6 @@ TITLE = "Losses with a PML twin, forward + backward, D = 128, 100 classes, float
 IMPLEMENTATIONS = ("pairloss", "pytorch-metric-learning")
 SIZES = (1024, 4096)
 QUICK_SIZES = (256, 512)
-DIMENSION = 128
-CLASSES = 100
 
 
 @dataclass(frozen=True)
@@ -63,13 +62,7 @@ TWINS = {
 
 def cases(quick: bool) -> list[Case]:
     """Every (N, loss, implementation): smallest sizes first, the two implementations of one size together."""
-    sizes = QUICK_SIZES if quick else SIZES
-    return [
-        Case(__name__, loss, implementation, {"n": n, "d": DIMENSION, "classes": CLASSES, "seed": 0})
-        for n in sizes
-        for loss in TWINS
-        for implementation in IMPLEMENTATIONS
-    ]
+    return embedding_cases(__name__, TWINS, IMPLEMENTATIONS, QUICK_SIZES if quick else SIZES)
 
 
 def _build(implementation: str, twin: Twin, params: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], Any]:
@@ -101,8 +94,6 @@ def _build(implementation: str, twin: Twin, params: dict[str, Any]) -> Callable[
 def setup(case: Case) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
     """Build the inputs and the loss of ``case``; return ``(step, embeddings)``."""
     params: dict[str, Any] = case.params
-    generator = torch.Generator().manual_seed(params["seed"])
-    embeddings = torch.randn(params["n"], params["d"], generator=generator).requires_grad_()
-    labels = torch.randint(0, params["classes"], (params["n"],), generator=generator)
+    embeddings, labels = random_batch(params)
     loss_fn = _build(case.implementation, TWINS[case.loss], params)
     return (lambda: loss_fn(embeddings, labels)), embeddings
