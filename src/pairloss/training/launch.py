@@ -64,7 +64,10 @@ def train_digits(
         raise ValueError(f"unknown loss {loss!r}; choose from {sorted(DEMO_LOSSES)}")
     started_group = _init_from_environment()
     try:
-        return _train(loss, epochs, batch_size, m_per_class, lr, seed, dtype, reporter)
+        result = _train(loss, epochs, batch_size, m_per_class, lr, seed, dtype, reporter)
+        if started_group:
+            dist.barrier()  # every rank is done before the group (and rank 0's store) goes away
+        return result
     finally:
         if started_group:
             dist.destroy_process_group()
