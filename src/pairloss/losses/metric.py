@@ -318,7 +318,9 @@ def _smooth_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool)
             return RowSums(block.sim.new_zeros(2, dtype=torch.float64), (None, None))
         far = _farness(block.sim, distance)
         rows, columns, slots, present = _left_aligned(block.positive)
-        positive_far = far.new_zeros(present.shape)
+        # a triplet that is not one (a non-negative column, an empty slot) gets a violation of −inf: no loss, no weight
+        negative_far = far.masked_fill(~block.negative, float("inf"))
+        positive_far = far.new_full(present.shape, float("-inf"))
         positive_far[rows, slots] = far[rows, columns]
         per_positive = torch.zeros_like(positive_far)
         per_negative = torch.zeros_like(far)
@@ -327,14 +329,13 @@ def _smooth_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool)
         chunk = max(1, engine.MAX_TEMPORARY_BYTES // (far.numel() * far.element_size()))
         for first in range(0, present.shape[1], chunk):
             kept = slice(first, first + chunk)
-            violation = positive_far[:, kept, None] - far[:, None, :] + margin
-            keep = present[:, kept, None] & block.negative[:, None, :]
+            violation = positive_far[:, kept, None] - negative_far[:, None, :] + margin
             if semihard:
-                keep &= (violation >= 0) & (violation < margin)
-            loss = F.softplus(violation).masked_fill_(~keep, 0.0)
+                violation.masked_fill_((violation < 0) | (violation >= margin), float("-inf"))
+            loss = F.softplus(violation)
             total += loss.sum(dtype=torch.float64)
             active += loss.count_nonzero()
-            weight = violation.sigmoid_().masked_fill_(~keep, 0.0)
+            weight = violation.sigmoid_()
             per_positive[:, kept] = weight.sum(dim=2)
             per_negative += weight.sum(dim=1)
         slope = per_negative.mul_(-flip)
