@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,12 +36,19 @@ class TrainResult:
     world_size: int
 
 
-def _init_from_environment() -> bool:
-    """Start the process group that ``torchrun`` describes; True when this call started it (and must end it)."""
+@contextmanager
+def _process_group_from_environment() -> Iterator[None]:
+    """Inside: the process group that ``torchrun`` describes (``WORLD_SIZE > 1``), started here and destroyed on
+    leaving once every rank is done; a group that already exists is used and left to its owner."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
+        yield
+        return
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
+    try:
+        yield
+        dist.barrier()  # every rank is done before the group (and rank 0's store) goes away
+    finally:
+        dist.destroy_process_group()
 
 
 def train_digits(
@@ -59,59 +68,37 @@ def train_digits(
     is used and left to its owner.
     """
     from pairloss.demo import DEMO_LOSSES
+    from pairloss.metrics import retrieval
 
     if loss not in DEMO_LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose from {sorted(DEMO_LOSSES)}")
-    started_group = _init_from_environment()
-    try:
-        result = _train(loss, epochs, batch_size, m_per_class, lr, seed, dtype, reporter)
-        if started_group:
-            dist.barrier()  # every rank is done before the group (and rank 0's store) goes away
-        return result
-    finally:
-        if started_group:
-            dist.destroy_process_group()
-
-
-def _train(
-    loss: str,
-    epochs: int,
-    batch_size: int,
-    m_per_class: int,
-    lr: float,
-    seed: int,
-    dtype: torch.dtype,
-    reporter: Reporter | None,
-) -> TrainResult:
-    from pairloss.demo import DEMO_LOSSES
-    from pairloss.metrics import retrieval
-
-    distributed = dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
-    split = open_set_digits()
-    x, y = split.train_x.to(device, dtype), split.train_y.to(device)
-    torch.manual_seed(seed)
-    model: nn.Module = MLPEmbedder(split.num_features, 32, batch_norm=False).to(device, dtype)
-    criterion = DEMO_LOSSES[loss](int(y.max()) + 1, 32).to(device, dtype)
-    trained = model
-    if distributed:
-        model = DistributedDataParallel(model)
-    loss_fn = CrossRankLoss(criterion)
-    optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=lr)
-    reporter = reporter or (Reporter() if rank == 0 else Reporter.silent())
-    for epoch in reporter.track(range(epochs), f"training {loss} on {world} process(es)"):
-        for batch in MPerClassSampler(split.train_y, m_per_class, batch_size, seed=seed + epoch):
-            local = batch.tensor_split(world)[rank].to(device)
-            value = loss_fn(model(x[local]), y[local])
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-    if distributed:
-        # DistributedDataParallel sits in a reference cycle: collect it now, while the process group it reduces
-        # over is alive, rather than at some later collection or during interpreter exit (where gloo aborts).
-        del model
-        gc.collect()
+    with _process_group_from_environment():
+        distributed = dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+        split = open_set_digits()
+        x, y = split.train_x.to(device, dtype), split.train_y.to(device)
+        torch.manual_seed(seed)
+        model: nn.Module = MLPEmbedder(split.num_features, 32, batch_norm=False).to(device, dtype)
+        criterion = DEMO_LOSSES[loss](int(y.max()) + 1, 32).to(device, dtype)
+        trained = model
+        if distributed:
+            model = DistributedDataParallel(model)
+        loss_fn = CrossRankLoss(criterion)
+        optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=lr)
+        reporter = reporter or (Reporter() if rank == 0 else Reporter.silent())
+        for epoch in reporter.track(range(epochs), f"training {loss} on {world} process(es)"):
+            for batch in MPerClassSampler(split.train_y, m_per_class, batch_size, seed=seed + epoch):
+                local = batch.tensor_split(world)[rank].to(device)
+                value = loss_fn(model(x[local]), y[local])
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+        if distributed:
+            # DistributedDataParallel sits in a reference cycle: collect it now, while the process group it reduces
+            # over is alive, rather than at some later collection or during interpreter exit (where gloo aborts).
+            del model
+            gc.collect()
     metrics: dict[str, float] = {}
     if rank == 0:
         trained.eval()
