@@ -46,7 +46,7 @@ def metric_pair_weights(
     with torch.no_grad():
         for angle in angles:
             reference = torch.tensor([_unit(positive_angle), _unit(angle)], dtype=torch.float64)
-            values.append(float(loss(anchor, anchor_label, reference, reference_labels)))
+            values.append(float(loss(anchor, anchor_label, ref_emb=reference, ref_labels=reference_labels)))
     return np.cos(angles), np.abs(np.gradient(np.array(values), angles))
 
 

@@ -17,7 +17,7 @@ from pairloss.data.multilabel import (
     mulan_label_names,
 )
 from pairloss.data.organ import OrganMatchingData, simulate_organ_matching
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.data.samplers import MPerClassBatchSampler, MPerClassSampler
 
 __all__ = [
     "CTRLog",
@@ -29,6 +29,7 @@ __all__ = [
     "InstanceImage",
     "LetorData",
     "LetorQuery",
+    "MPerClassBatchSampler",
     "MPerClassSampler",
     "MultiLabelData",
     "OpenSetSplit",

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from pairloss._validation import check_floating, check_positive, check_tensor
 from pairloss.losses._lists import group_to_lists
-from pairloss.losses.base import PairLoss, mean_of_active
+from pairloss.losses.base import PairLoss, loss_module, mean_of_active
 from pairloss.losses.ranking import ranknet_loss
 
 __all__ = [
@@ -262,29 +262,26 @@ def rcr_loss(logits: Tensor, labels: Tensor, group_ids: Tensor, *, alpha: float 
     return (1 - alpha) * pointwise + alpha * listwise
 
 
+@loss_module(
+    self_boosted_pairwise_loss,
+    formula="mean_P ℓ(s_i − s̃_j) [y_i>y_j] + ℓ(s̃_j − s_i) [y_j>y_i], s̃ dumped by an older model",
+    paper="Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024",
+    family="calibrated",
+)
 class SelfBoostedPairwiseLoss(PairLoss):
     """SBCR's self-boosted pairwise loss; ``loss(logits, labels, ref_scores, ref_labels)``, see
     :func:`self_boosted_pairwise_loss`.
     """
 
-    formula = "mean_P ℓ(s_i − s̃_j) [y_i>y_j] + ℓ(s̃_j − s_i) [y_j>y_i], s̃ dumped by an older model"
-    paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
-    family = "calibrated"
 
-    def __init__(self, sigma: float = 1.0) -> None:
-        super().__init__()
-        self.sigma = sigma
-
-    def forward(self, logits: Tensor, labels: Tensor, ref_scores: Tensor, ref_labels: Tensor) -> Tensor:
-        return self_boosted_pairwise_loss(logits, labels, ref_scores, ref_labels, sigma=self.sigma)
-
-
+@loss_module(
+    sbcr_loss,
+    formula="BCE(σ(s), y) + α L_SB(s; s̃) + BCE(g(σ(s)^sg; x), y), g monotone piecewise linear",
+    paper="Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024",
+    family="calibrated",
+)
 class SBCRLoss(PairLoss):
     """SBCR: ``loss(logits, labels, ref_scores, ref_labels, calibrated)``; see :func:`sbcr_loss`."""
-
-    formula = "BCE(σ(s), y) + α L_SB(s; s̃) + BCE(g(σ(s)^sg; x), y), g monotone piecewise linear"
-    paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
-    family = "calibrated"
 
     def __init__(self, alpha: float = 1.0, sigma: float = 1.0) -> None:
         super().__init__()
@@ -297,49 +294,32 @@ class SBCRLoss(PairLoss):
         return sbcr_loss(logits, labels, ref_scores, ref_labels, calibrated, alpha=self.alpha, sigma=self.sigma)
 
 
+@loss_module(
+    bce_ranknet_loss,
+    formula="BCE(σ(s), y) + α mean_{same request, y_i>y_j} log(1 + exp(−σ(s_i − s_j)))",
+    paper="Sculley. Combined regression and ranking. KDD 2010",
+    family="calibrated",
+)
 class BCERankNetLoss(PairLoss):
     """BCE + in-batch RankNet; ``loss(logits, labels, group_ids)``, see :func:`bce_ranknet_loss`."""
 
-    formula = "BCE(σ(s), y) + α mean_{same request, y_i>y_j} log(1 + exp(−σ(s_i − s_j)))"
-    paper = "Sculley. Combined regression and ranking. KDD 2010"
-    family = "calibrated"
 
-    def __init__(self, alpha: float = 1.0, sigma: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = alpha
-        self.sigma = sigma
-
-    def forward(self, logits: Tensor, labels: Tensor, group_ids: Tensor) -> Tensor:
-        return bce_ranknet_loss(logits, labels, group_ids, alpha=self.alpha, sigma=self.sigma)
-
-
+@loss_module(
+    jrc_loss,
+    formula="α BCE(σ(f¹−f⁰), y) − (1−α) mean_i [y_i log softmax_R(f¹)_i + (1−y_i) log softmax_R(f⁰)_i]",
+    paper="Sheng et al. Joint optimization of ranking and calibration with contextualized hybrid model. KDD 2023",
+    family="calibrated",
+)
 class JRCLoss(PairLoss):
     """JRC; ``loss(logits [n, 2], labels, group_ids)``, see :func:`jrc_loss`."""
 
-    formula = "α BCE(σ(f¹−f⁰), y) − (1−α) mean_i [y_i log softmax_R(f¹)_i + (1−y_i) log softmax_R(f⁰)_i]"
-    paper = "Sheng et al. Joint optimization of ranking and calibration with contextualized hybrid model. KDD 2023"
-    family = "calibrated"
 
-    def __init__(self, alpha: float = 0.5) -> None:
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, logits: Tensor, labels: Tensor, group_ids: Tensor) -> Tensor:
-        return jrc_loss(logits, labels, group_ids, alpha=self.alpha)
-
-
+@loss_module(
+    rcr_loss,
+    formula="(1−α) BCE(σ(s), y) + α mean_R −Σ_i (y_i/Σy) log(σ(s_i)/Σ_j σ(s_j))",
+    paper="Bai et al. Regression compatible listwise objectives for calibrated ranking with binary relevance. "
+    "CIKM 2023",
+    family="calibrated",
+)
 class RCRLoss(PairLoss):
     """RCR; ``loss(logits, labels, group_ids)``, see :func:`rcr_loss`."""
-
-    formula = "(1−α) BCE(σ(s), y) + α mean_R −Σ_i (y_i/Σy) log(σ(s_i)/Σ_j σ(s_j))"
-    paper = (
-        "Bai et al. Regression compatible listwise objectives for calibrated ranking with binary relevance. CIKM 2023"
-    )
-    family = "calibrated"
-
-    def __init__(self, alpha: float = 0.5) -> None:
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, logits: Tensor, labels: Tensor, group_ids: Tensor) -> Tensor:
-        return rcr_loss(logits, labels, group_ids, alpha=self.alpha)

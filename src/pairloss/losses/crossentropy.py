@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_embeddings, check_floating, check_labels, check_positive
-from pairloss.losses.base import EmbeddingLoss
+from pairloss.losses.base import EmbeddingLoss, loss_module
 
 __all__ = [
     "CrossEntropyLoss",
@@ -219,18 +219,18 @@ def pce_bound(
     return PCEBound(F.cross_entropy(logits, labels), terms.tightness, terms.contrastive, gap, terms.lam)
 
 
+@loss_module(
+    cross_entropy_loss,
+    formula="−(1/n) Σ_i Σ_k q_ik log softmax_k(θ_kᵀ z_i), q = (1−ε) onehot + ε/C",
+    paper="Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
+    "ECCV 2020",
+    family="crossentropy",
+)
 class CrossEntropyLoss(EmbeddingLoss):
     """Softmax cross-entropy on a learnable linear classifier over the embeddings. See :func:`cross_entropy_loss`.
 
     ``weight`` is an ``nn.Parameter`` ``[num_classes, embedding_size]`` (``nn.Linear``'s initialisation, no bias).
     """
-
-    formula = "−(1/n) Σ_i Σ_k q_ik log softmax_k(θ_kᵀ z_i), q = (1−ε) onehot + ε/C"
-    paper = (
-        "Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
-        "ECCV 2020"
-    )
-    family = "crossentropy"
 
     def __init__(
         self,
@@ -264,18 +264,18 @@ class CrossEntropyLoss(EmbeddingLoss):
         )
 
 
+@loss_module(
+    pairwise_cross_entropy_loss,
+    formula="−1/(2λn²) Σ_{y_i=y_j} z_iᵀz_j + (1/n) Σ_i log Σ_k exp(z_iᵀc_kˢ/λ) − Σ_k ‖c_kˢ‖²/(2λ)",
+    paper="Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
+    "ECCV 2020",
+    family="crossentropy",
+)
 class PairwiseCrossEntropyLoss(EmbeddingLoss):
     """Pairwise cross-entropy: tightness + contrastive terms with soft-mean prototypes from a learnable classifier.
 
     See :func:`pairwise_cross_entropy_loss`. ``weight`` ``[num_classes, embedding_size]`` gives ``p_ik``.
     """
-
-    formula = "−1/(2λn²) Σ_{y_i=y_j} z_iᵀz_j + (1/n) Σ_i log Σ_k exp(z_iᵀc_kˢ/λ) − Σ_k ‖c_kˢ‖²/(2λ)"
-    paper = (
-        "Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
-        "ECCV 2020"
-    )
-    family = "crossentropy"
 
     def __init__(
         self,

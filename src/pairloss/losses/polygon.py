@@ -26,7 +26,7 @@ from torch import Tensor
 
 from pairloss._validation import check_choice, check_floating, check_positive
 from pairloss.color import rgb_to_lab
-from pairloss.losses.base import PairLoss
+from pairloss.losses.base import PairLoss, loss_module
 from pairloss.rasterize import soft_polygon_mask
 
 __all__ = [
@@ -139,18 +139,17 @@ def polygon_box_loss(vertices: Tensor, boxes: Tensor) -> Tensor:
     return (1 - box_ciou(polygon_boxes(vertices), boxes.to(vertices.dtype))).mean()
 
 
+@loss_module(
+    polygon_box_loss,
+    formula="mean_n 1 − CIoU([min_k v_nk, max_k v_nk], box_n)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class PolygonBoxLoss(PairLoss):
     """1 − CIoU between each polygon's bounding box and its ground-truth box (BoxSnake's unary term).
 
     ``loss(vertices [N, V, 2], boxes [N, 4])``; see :func:`polygon_box_loss`.
     """
-
-    formula = "mean_n 1 − CIoU([min_k v_nk, max_k v_nk], box_n)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
-
-    def forward(self, vertices: Tensor, boxes: Tensor) -> Tensor:
-        return polygon_box_loss(vertices, boxes)
 
 
 # ------------------------------------------------------------------------------------ local pairwise loss
@@ -250,16 +249,18 @@ def local_pairwise_loss(
     return total / norm.clamp_min(1)
 
 
+@loss_module(
+    local_pairwise_loss,
+    formula="Σ_(i,j)∈N₈(box) w_ij |m_i − m_j| / max(Σ w_ij, 1),  w_ij = exp(−‖LAB_i − LAB_j‖/σ)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class LocalPairwiseLoss(PairLoss):
     """BoxSnake's local distance-aware pairwise loss, ``loss(masks, images_lab, box_masks)``.
 
     The module computes the colour affinity of ``images_lab [N, 3, H, W]`` (σ, dilation) on each call; see
     :func:`local_pairwise_loss` and :func:`color_affinity`.
     """
-
-    formula = "Σ_(i,j)∈N₈(box) w_ij |m_i − m_j| / max(Σ w_ij, 1),  w_ij = exp(−‖LAB_i − LAB_j‖/σ)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
 
     def __init__(
         self,
@@ -314,18 +315,17 @@ def level_set_loss(masks: Tensor, images: Tensor) -> Tensor:
     return (energy / (c * h * w)).mean()
 
 
+@loss_module(
+    level_set_loss,
+    formula="mean_n Σ_c Σ_p (I − μ_in)² m + (I − μ_out)² (1 − m) / (C·H·W)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class LevelSetLoss(PairLoss):
     """BoxSnake's global level-set pairwise loss, ``loss(masks [N, H, W], images [N, C, H, W])``.
 
     See :func:`level_set_loss`.
     """
-
-    formula = "mean_n Σ_c Σ_p (I − μ_in)² m + (I − μ_out)² (1 − m) / (C·H·W)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
-
-    def forward(self, masks: Tensor, images: Tensor) -> Tensor:
-        return level_set_loss(masks, images)
 
 
 # ------------------------------------------------------------------------------- crops and the full loss
@@ -461,16 +461,18 @@ def boxsnake_loss(
     return total
 
 
+@loss_module(
+    boxsnake_loss,
+    formula="1 − CIoU(bbox(P), B) + 0.5·Σ w_ij|m_i − m_j|/Σ w_ij + 0.03·Chan–Vese(m, I)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class BoxSnakeLoss(PairLoss):
     """BoxSnake's full box-supervised loss, ``loss(vertices, boxes, crops, step=None)`` (crops: :func:`box_crops`).
 
     ``warmup_steps`` > 0 ramps the local pairwise weight linearly from 0 to its value over the first steps
     (the paper: 10k iterations); ``step=None`` means "after the warm-up". See :func:`boxsnake_loss`.
     """
-
-    formula = "1 − CIoU(bbox(P), B) + 0.5·Σ w_ij|m_i − m_j|/Σ w_ij + 0.03·Chan–Vese(m, I)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
 
     def __init__(
         self,

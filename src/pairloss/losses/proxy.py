@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_embeddings, check_floating, check_labels
-from pairloss.losses.base import EmbeddingLoss
+from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.similarity import BaseSimilarity, CosineSimilarity, DotProductSimilarity, LpDistance
 
 __all__ = [
@@ -86,15 +86,17 @@ def proxy_anchor_loss(
     return pos_term + neg_term
 
 
+@loss_module(
+    proxy_anchor_loss,
+    formula="1/|P+| Σ_c log(1+Σ_{X+} e^{−α(s−δ)}) + 1/C Σ_c log(1+Σ_{X−} e^{α(s+δ)})",
+    paper="Kim, Kim, Cho, Kwak. Proxy anchor loss for deep metric learning. CVPR 2020",
+    family="proxy",
+)
 class ProxyAnchorLoss(EmbeddingLoss):
     """Proxy-Anchor loss: each proxy is an anchor against the whole batch. See :func:`proxy_anchor_loss`.
 
     ``proxies`` is an ``nn.Parameter`` ``[num_classes, embedding_size]`` (Kaiming-normal, fan-out, as in PML).
     """
-
-    formula = "1/|P+| Σ_c log(1+Σ_{X+} e^{−α(s−δ)}) + 1/C Σ_c log(1+Σ_{X−} e^{α(s+δ)})"
-    paper = "Kim, Kim, Cho, Kwak. Proxy anchor loss for deep metric learning. CVPR 2020"
-    family = "proxy"
 
     def __init__(
         self,
@@ -144,15 +146,17 @@ def proxy_nca_loss(
     return F.cross_entropy(softmax_scale * scores, labels)
 
 
+@loss_module(
+    proxy_nca_loss,
+    formula="mean_i −log softmax_c(−t·d(x_i, p_c))[y_i]",
+    paper="Movshovitz-Attias et al. No fuss distance metric learning using proxies. ICCV 2017",
+    family="proxy",
+)
 class ProxyNCALoss(EmbeddingLoss):
     """ProxyNCA: softmax over class proxies. See :func:`proxy_nca_loss`.
 
     ``proxies`` is an ``nn.Parameter`` ``[num_classes, embedding_size]`` (standard normal, as in PML).
     """
-
-    formula = "mean_i −log softmax_c(−t·d(x_i, p_c))[y_i]"
-    paper = "Movshovitz-Attias et al. No fuss distance metric learning using proxies. ICCV 2017"
-    family = "proxy"
 
     def __init__(
         self,
@@ -198,15 +202,17 @@ def normalized_softmax_loss(
     return F.cross_entropy(logits, labels)
 
 
+@loss_module(
+    normalized_softmax_loss,
+    formula="mean_i −log softmax_c(x_i·w_c/τ)[y_i], ‖x‖=‖w‖=1",
+    paper="Zhai, Wu. Classification is a strong baseline for deep metric learning. BMVC 2019",
+    family="proxy",
+)
 class NormalizedSoftmaxLoss(EmbeddingLoss):
     """Normalized softmax: cross-entropy on cosine logits / τ. See :func:`normalized_softmax_loss`.
 
     ``W`` is an ``nn.Parameter`` ``[embedding_size, num_classes]`` (standard normal, as in PML).
     """
-
-    formula = "mean_i −log softmax_c(x_i·w_c/τ)[y_i], ‖x‖=‖w‖=1"
-    paper = "Zhai, Wu. Classification is a strong baseline for deep metric learning. BMVC 2019"
-    family = "proxy"
 
     def __init__(
         self,
@@ -288,15 +294,17 @@ class _MarginSoftmaxLoss(EmbeddingLoss):
         nn.init.normal_(self.W)
 
 
+@loss_module(
+    arcface_loss,
+    formula="mean_i −log softmax(s·[cos(θ_y + m), cos θ_c])[y]",
+    paper="Deng, Guo, Xue, Zafeiriou. ArcFace: Additive angular margin loss for deep face recognition. CVPR'19",
+    family="proxy",
+)
 class ArcFaceLoss(_MarginSoftmaxLoss):
     """ArcFace: softmax with an additive angular margin on the target class. See :func:`arcface_loss`.
 
     ``margin`` is in degrees (PML's convention; the paper's m = 0.5 rad ≈ 28.6°).
     """
-
-    formula = "mean_i −log softmax(s·[cos(θ_y + m), cos θ_c])[y]"
-    paper = "Deng, Guo, Xue, Zafeiriou. ArcFace: Additive angular margin loss for deep face recognition. CVPR'19"
-    family = "proxy"
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 28.6, scale: float = 64.0) -> None:
         super().__init__(num_classes, embedding_size, margin, scale)
@@ -305,12 +313,14 @@ class ArcFaceLoss(_MarginSoftmaxLoss):
         return arcface_loss(embeddings, labels, self.W, margin=self.margin, scale=self.scale)
 
 
+@loss_module(
+    cosface_loss,
+    formula="mean_i −log softmax(s·[cos θ_y − m, cos θ_c])[y]",
+    paper="Wang et al. CosFace: Large margin cosine loss for deep face recognition. CVPR 2018",
+    family="proxy",
+)
 class CosFaceLoss(_MarginSoftmaxLoss):
     """CosFace: softmax with an additive cosine margin on the target class. See :func:`cosface_loss`."""
-
-    formula = "mean_i −log softmax(s·[cos θ_y − m, cos θ_c])[y]"
-    paper = "Wang et al. CosFace: Large margin cosine loss for deep face recognition. CVPR 2018"
-    family = "proxy"
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.35, scale: float = 64.0) -> None:
         super().__init__(num_classes, embedding_size, margin, scale)

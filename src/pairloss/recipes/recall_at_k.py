@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from pairloss.data.digits import open_set_digits
 from pairloss.data.glyphs import glyph_pools, render_glyphs
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.data.samplers import MPerClassBatchSampler
 from pairloss.losses.metric import ContrastiveLoss, MultiSimilarityLoss
 from pairloss.losses.proxy import NormalizedSoftmaxLoss
 from pairloss.losses.recall import RecallAtKSurrogateLoss
@@ -187,7 +187,7 @@ def _train(
             )
         return
     size = m * min(int(batch) // m, n_classes)
-    sampler = MPerClassSampler(y, m, size, seed=seed)
+    sampler = MPerClassBatchSampler(y, m, size, seed=seed)
     for _ in reporter.track(range(epochs), description):
         for indices in sampler:
             value = loss(model(x[indices]), y[indices])

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.data.samplers import MPerClassBatchSampler
 from pairloss.progress import Reporter
 
 __all__ = ["TrainConfig", "TrainHistory", "embed", "train_embedding"]
@@ -44,7 +44,8 @@ def train_embedding(
     reporter: Reporter | None = None,
     description: str = "training",
 ) -> TrainHistory:
-    """Train ``model`` so that ``loss_fn(model(x_batch), y_batch)`` decreases; batches from :class:`MPerClassSampler`.
+    """Train ``model`` so that ``loss_fn(model(x_batch), y_batch)`` decreases; batches from
+    :class:`~pairloss.data.MPerClassBatchSampler`.
 
     Parameters of ``loss_fn`` (proxies, classifier weights) are optimised too when it is an ``nn.Module``.
     """
@@ -54,7 +55,7 @@ def train_embedding(
     if isinstance(loss_fn, nn.Module):
         params += list(loss_fn.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    sampler = MPerClassSampler(y, config.m_per_class, config.batch_size, seed=config.seed)
+    sampler = MPerClassBatchSampler(y, config.m_per_class, config.batch_size, seed=config.seed)
     history = TrainHistory()
     model.train()
     for _ in reporter.track(range(config.epochs), description):
