@@ -103,7 +103,7 @@ def test_losses_equal_loop_reference(name: str, multi_label: bool) -> None:
 def test_losses_with_reference_set(name: str) -> None:
     u, ref = _codes(5, seed=1), _codes(7, seed=2)
     labels, ref_labels = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([1, 1, 0, 2, 2, 3, 0])
-    got = FUNCTIONS[name](u, labels, ref, ref_labels, block_size=2)
+    got = FUNCTIONS[name](u, labels, ref_emb=ref, ref_labels=ref_labels, block_size=2)
     assert got.item() == pytest.approx(_reference(name, u, labels, ref, ref_labels), rel=1e-10)
 
 
