@@ -30,7 +30,7 @@ from pairloss.metrics import (
     one_error,
     ranking_loss,
 )
-from pairloss.recipes import get_recipe, run_recipe
+from pairloss.recipes import run_experiment
 from pairloss.training.reporting import Reporter
 
 LINKS = {
@@ -369,25 +369,47 @@ def test_make_multilabel_structure() -> None:
 # ----------------------------------------------------------------------------------------------- recipe
 
 
+TINY = {"n_fit": 40, "n_validation": 40, "n_test": 60, "max_iter": 5, "trials": 1, "timing_repeats": 1,
+        "timing_batch": 8}  # fmt: skip
+
+
 def test_multilabel_recipe_quick_run(tmp_path: Path) -> None:
-    overrides = {
-        "labels": [4, 12],
-        "models": ["linear"],
-        "epochs": 1,
-        "n_train": 64,
-        "n_test": 32,
-        "timing_repeats": 1,
-        "timing_batch": 8,
-    }
-    result = run_recipe(
-        get_recipe("multilabel"), out=tmp_path, seeds=1, quick=True, overrides=overrides, reporter=Reporter.silent()
-    )
+    from pairloss.recipes.multilabel import GROWTH_C, RECIPE, settings_of
+
+    result = run_experiment(RECIPE, out=tmp_path, seeds=2, quick=True, overrides=TINY)
     for path in (result.results_path, result.table_path, result.figure_path):
         assert path.exists() and path.stat().st_size > 0
     payload = json.loads(result.results_path.read_text())
-    values = [v for row in payload["per_seed"]["0"]["metrics"].values() for v in row.values()]
-    assert values and all(math.isfinite(v) for v in values)
-    assert "linear u3 (reweighted)" in payload["summary"] and payload["verdict"]
+    assert payload["mode"] == "quick" and set(payload["tuning"]) == {m.name for m in RECIPE.methods}
+    by_c, _, every = settings_of(RECIPE.config)
+    for runs in payload["per_seed"].values():
+        for method, run in runs.items():
+            metrics = run["metrics"]
+            assert all(math.isfinite(v) for v in metrics.values()), method
+            for setting in every:
+                gap = metrics[f"RL {setting.name}"] - metrics[f"train RL {setting.name}"]
+                assert metrics[f"gap {setting.name}"] == pytest.approx(gap)
+            top, low = by_c[-1].name, by_c[0].name
+            assert metrics[GROWTH_C] == pytest.approx(metrics[f"gap {top}"] - metrics[f"gap {low}"])
+    # Seeds draw different training sets (the gap's randomness), the test set is shared.
+    first, second = (payload["per_seed"][s]["u1 (plain)"]["metrics"] for s in ("0", "1"))
+    assert first[f"train RL {by_c[0].name}"] != second[f"train RL {by_c[0].name}"]
+    assert {v["verdict"] for v in payload["verdicts"]} <= {"held", "not held", "inconclusive"}
+    with pytest.raises(ValueError, match="fixed by the recipe"):
+        run_experiment(RECIPE, out=tmp_path / "other", seeds=1, quick=True, overrides={**TINY, "labels": [4, 8]})
+
+
+@pytest.mark.parametrize("loss", ["pairwise", "u1", "u3"])
+def test_fit_linear_reaches_the_regularised_optimum(loss: str) -> None:
+    from pairloss.recipes.multilabel import _loss, fit_linear
+
+    sample = LinearMultiLabelProblem.create(6, n_features=5, prevalence=0.3, seed=2).sample(200, seed=0)
+    x = torch.from_numpy(sample.features).double()
+    y = torch.from_numpy(sample.labels).double()
+    model = fit_linear(loss, x, y, weight_decay=1e-2, max_iter=200)
+    objective = _loss(loss, model(x), y) + 0.5e-2 * model.weight.square().sum()
+    grads = torch.autograd.grad(objective, list(model.parameters()))
+    assert max(float(g.abs().max()) for g in grads) < 1e-5
 
 
 def test_linear_problem_prevalence_does_not_depend_on_c() -> None:
