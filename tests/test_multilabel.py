@@ -31,7 +31,6 @@ from pairloss.metrics import (
     ranking_loss,
 )
 from pairloss.recipes import run_experiment
-from pairloss.training.reporting import Reporter
 
 LINKS = {
     "logistic": lambda z: math.log1p(math.exp(-z)),

@@ -30,15 +30,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pairloss.data.driving import KINDS, DrivingScenes, agent_features, perceive, rasterize_agents
-from pairloss.data.driving import simulate_driving_scenes
+from pairloss.data.driving import (
+    KINDS,
+    DrivingScenes,
+    agent_features,
+    perceive,
+    rasterize_agents,
+    simulate_driving_scenes,
+)
 from pairloss.losses._lists import PAD
 from pairloss.losses.ranking import ranknet_loss
 from pairloss.metrics.ranking import ndcg_at_k
 from pairloss.metrics.topn import precision_at_n, recall_at_n
 from pairloss.models.agents import AgentScorer
-from pairloss.recipes.protocol import Claim, Experiment, ExperimentResult, Method, PrepareContext, RunContext
-from pairloss.recipes.protocol import RunResult, Splits
+from pairloss.recipes.protocol import (
+    Claim,
+    Experiment,
+    ExperimentResult,
+    Method,
+    PrepareContext,
+    RunContext,
+    RunResult,
+    Splits,
+)
 from pairloss.recipes.tuning import Float
 from pairloss.training.loop import FitConfig, fit, optimizer_step
 
@@ -347,8 +361,12 @@ RECIPE = Experiment(
     ),
     claims=(
         Claim("the combined model ranks better than the CNN alone", "combined", "CNN only", (*_NDCG, "R@5")),
-        Claim("the combined model ranks better than the engineered features alone", "combined", "engineered only",
-              (*_NDCG, "R@5")),  # fmt: skip
+        Claim(
+            "the combined model ranks better than the engineered features alone",
+            "combined",
+            "engineered only",
+            (*_NDCG, "R@5"),
+        ),
     ),
     prepare=prepare,
     run=run,

@@ -28,8 +28,16 @@ from torch import Tensor
 from pairloss.data.multilabel import LinearMultiLabelProblem, MultiLabelData
 from pairloss.losses.multilabel import multilabel_pairwise_loss, multilabel_univariate_loss
 from pairloss.metrics.multilabel import ranking_loss
-from pairloss.recipes.protocol import Claim, Experiment, ExperimentResult, Method, PrepareContext, RunContext
-from pairloss.recipes.protocol import RunResult, Splits
+from pairloss.recipes.protocol import (
+    Claim,
+    Experiment,
+    ExperimentResult,
+    Method,
+    PrepareContext,
+    RunContext,
+    RunResult,
+    Splits,
+)
 from pairloss.recipes.tuning import Float
 
 __all__ = ["RECIPE", "Setting", "settings_of"]

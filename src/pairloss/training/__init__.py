@@ -1,14 +1,33 @@
-"""Training utilities: a small trainer, the multi-stage large-batch step, and ``pairloss train`` (``launch``)."""
+"""Training: the one training loop (:func:`fit`), class-balanced batches, the multi-stage large-batch step, a
+small embedding trainer, and ``pairloss train`` (``launch``)."""
 
 from pairloss.training.large_batch import LargeBatchResult, large_batch_backward, large_batch_step
+from pairloss.training.loop import (
+    ClassBalancedBatches,
+    FitConfig,
+    FitResult,
+    ProgressReporter,
+    SilentReporter,
+    fit,
+    optimizer_step,
+    torch_threads,
+)
 from pairloss.training.trainer import TrainConfig, TrainHistory, embed, train_embedding
 
 __all__ = [
+    "ClassBalancedBatches",
+    "FitConfig",
+    "FitResult",
     "LargeBatchResult",
+    "ProgressReporter",
+    "SilentReporter",
     "TrainConfig",
     "TrainHistory",
     "embed",
+    "fit",
     "large_batch_backward",
     "large_batch_step",
+    "optimizer_step",
+    "torch_threads",
     "train_embedding",
 ]
