@@ -6,7 +6,7 @@ changes the ego plan (the truth), and the models see the scene through :func:`~p
 flag decides which one wins: the engineered features give precise per-agent kinematics (distance, closing speed,
 time to conflict) and two partial occlusion cues (ego-lane agents in front of the agent at ``t = 0``), all from noisy
 tracks; the agent-centred raster shows the whole neighbourhood (who will enter the ego corridor, who stands in
-front of whom) at 3.75 m per pixel.
+front of whom) at 5 m per pixel.
 
 :class:`pairloss.models.agents.AgentScorer` is trained with the paper's pairwise loss,
 ``log(1 + exp(s_j − s_i))`` for agents ``i`` more important than ``j`` of the same scene
@@ -324,11 +324,11 @@ CONFIG: dict[str, Any] = {
     "position_noise": 1.0,
     "speed_noise": 1.0,
     "heading_noise": 0.1,
-    "grid": 16,
-    "cell": 3.75,
-    "updates": 240,
-    "validate_every": 60,
-    "batch_scenes": 24,
+    "grid": 12,
+    "cell": 5.0,
+    "updates": 200,
+    "validate_every": 50,
+    "batch_scenes": 16,
     "ks": [3, 5, 10],
     "objective": "NDCG@5",
     "important_threshold": 0.05,

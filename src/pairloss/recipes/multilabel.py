@@ -386,6 +386,27 @@ def _experiment(config: Mapping[str, Any], quick: Mapping[str, Any]) -> Experime
         make_figure=make_figure,
         objective=OBJECTIVE,
         lower_is_better=frozenset(_lower_is_better(config)),
+        tables=_tables(config),
+    )
+
+
+def _tables(config: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The docs' tables: the gap along c, the gap along the imbalance, the test ranking loss (and the loss's cost)."""
+    by_c, by_imbalance, every = settings_of(config)
+    top = by_c[-1].labels
+    return (
+        (
+            f"Train–test gap of the ranking loss (test RL − train RL) along c, prevalence ρ = {config['prevalence']:g}",
+            (*(f"gap {s.name}" for s in by_c), GROWTH_C),
+        ),
+        (
+            f"Train–test gap along the label imbalance, c = {config['imbalance_labels']}",
+            (*(f"gap {s.name}" for s in by_imbalance), GROWTH_IMBALANCE),
+        ),
+        (
+            "Test ranking loss (second table) and the loss's CPU time",
+            (*(f"RL {s.name}" for s in every), f"loss ms/batch c={top}"),
+        ),
     )
 
 
