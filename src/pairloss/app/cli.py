@@ -105,9 +105,10 @@ def reproduce(
             names = [get_recipe(name).name]
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
+    reporter = RichReporter(console=console)
     for recipe_name in names:
         try:
-            result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=RichReporter())
+            result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=reporter)
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
         console.rule(f"{recipe_name}: {recipes[recipe_name].title}")
