@@ -6,13 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= results
 
-.PHONY: demo test lint typecheck pytest docs test-slow bench reproduce clean
+.PHONY: demo test lint typecheck pytest docs test-slow bench reproduce render-docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# the CPU build of torch first, so that no dependency can pull another torch
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,docs]" "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[all,test,docs]" "torch==2.13.0"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/pairloss reproduce --all --quick --out $(OUT)
+
+# The docs tables and the README's recipes table, from the full runs committed under docs/results/.
+render-docs: $(STAMP)
+	$(BIN)/python -m pairloss.recipes.render
 
 clean:
 	rm -rf $(VENV) build dist site .mypy_cache .ruff_cache src/*.egg-info

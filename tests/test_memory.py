@@ -10,7 +10,7 @@ from torch import Tensor
 import pairloss
 from pairloss import functional, memory
 from pairloss.losses import multilabel, ranking, recall
-from pairloss.ot import multimarginal_sinkhorn
+from pairloss.losses.ot import multimarginal_sinkhorn
 
 
 def test_budget_setting_and_scope() -> None:

@@ -72,7 +72,7 @@ def lifted_structure_loss(
     is 0 when neither i nor j has a negative. Two engine passes: the per-anchor log-sum-exp ``r_i`` over its
     negatives, then the positive pairs with ``r`` as a differentiable parameter. With mined pairs, N_i is the
     anchor's listed negatives and a pair listed k times counts k times, as in PML. No reference set (as in PML),
-    and not inside :func:`pairloss.distributed.cross_rank_pairs` (``r`` is per local anchor).
+    and not inside :func:`pairloss.training.distributed.cross_rank_pairs` (``r`` is per local anchor).
     """
     _no_reference("lifted_structure_loss", ref_emb, ref_labels)
     batch = prepare_batch(embeddings, labels, indices_tuple, None, None)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 __all__ = ["metric_pair_weights", "plot_pair_weights", "ranking_pair_weights"]
 
-EmbeddingLossFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+EmbeddingLossFn = Callable[..., Tensor]  # PML's call: (embeddings, labels, indices_tuple, ref_emb=, ref_labels=)
 RankingLossFn = Callable[[Tensor, Tensor], Tensor]
 
 
