@@ -19,7 +19,6 @@ selector ever builds the ``N × M`` masks of the whole batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -370,20 +369,5 @@ class NeighbourPairs:
         cols_j = slice(max(0, dx), w - max(0, -dx))
         return x[..., rows_i, cols_i], x[..., rows_j, cols_j]
 
-    def pairs(self, *grids: Tensor) -> Iterator[tuple[int, tuple[tuple[Tensor, Tensor], ...]]]:
-        """For each neighbour offset ``k``: ``(k, ((a_i, a_j), (b_i, b_j), ...))``, the shifted views of each grid."""
-        for k, (dy, dx) in enumerate(self.offsets):
-            yield k, tuple(self.shifted(grid, dy, dx) for grid in grids)
-
     def __repr__(self) -> str:
         return f"NeighbourPairs(kernel_size={self.kernel_size}, dilation={self.dilation})"
-
-
-def as_pairs(selector: PairSelector | None) -> PairSelector:
-    """The selector, or :class:`LabelPairs` for ``None``."""
-    return LabelPairs() if selector is None else selector
-
-
-def concatenate_indices(first: Sequence[Tensor], second: Sequence[Tensor]) -> tuple[Tensor, ...]:
-    """Two index tuples of the same form joined entry by entry."""
-    return tuple(torch.cat([a, b]) for a, b in zip(first, second, strict=True))

@@ -28,6 +28,8 @@ from pairloss._validation import check_choice, check_floating, check_positive
 from pairloss.losses.base import PairLoss, loss_module
 from pairloss.losses.color import rgb_to_lab
 from pairloss.losses.rasterize import soft_polygon_mask
+from pairloss.pairs import NeighbourPairs
+from pairloss.weights import DistanceAware
 
 __all__ = [
     "BoxCrops",
@@ -155,26 +157,6 @@ class PolygonBoxLoss(PairLoss):
 # ------------------------------------------------------------------------------------ local pairwise loss
 
 
-def _neighbour_offsets(kernel_size: int, dilation: int) -> list[tuple[int, int]]:
-    if kernel_size < 3 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd number >= 3, got {kernel_size}")
-    if dilation < 1:
-        raise ValueError(f"dilation must be >= 1, got {dilation}")
-    half = kernel_size // 2
-    steps = range(-half * dilation, half * dilation + 1, dilation)
-    return [(dy, dx) for dy in steps for dx in steps if (dy, dx) != (0, 0)]
-
-
-def _shifted(x: Tensor, dy: int, dx: int) -> tuple[Tensor, Tensor]:
-    """Views ``(x_i, x_j)`` of ``[..., H, W]`` over the pixels i whose neighbour j = i + (dy, dx) is on the grid."""
-    h, w = x.shape[-2], x.shape[-1]
-    rows_i = slice(max(0, -dy), h - max(0, dy))
-    cols_i = slice(max(0, -dx), w - max(0, dx))
-    rows_j = slice(max(0, dy), h - max(0, -dy))
-    cols_j = slice(max(0, dx), w - max(0, -dx))
-    return x[..., rows_i, cols_i], x[..., rows_j, cols_j]
-
-
 def color_affinity(images_lab: Tensor, *, sigma: float = 2.0, dilation: int = 2, kernel_size: int = 3) -> Tensor:
     """Colour similarity of each pixel with its ``k² − 1`` neighbours at ``dilation``: ``[N, k² − 1, H, W]``.
 
@@ -184,13 +166,13 @@ def color_affinity(images_lab: Tensor, *, sigma: float = 2.0, dilation: int = 2,
     """
     check_floating(images_lab, "images_lab", ndim=4)
     check_positive(sigma, "sigma")
-    offsets = _neighbour_offsets(kernel_size, dilation)
+    offsets = NeighbourPairs(kernel_size, dilation).offsets
     n, _, h, w = images_lab.shape
     out = images_lab.new_zeros(n, len(offsets), h, w)
     for k, (dy, dx) in enumerate(offsets):
-        centre, neighbour = _shifted(images_lab, dy, dx)
-        target, _ = _shifted(out[:, k], dy, dx)
-        target.copy_(torch.exp(-torch.linalg.vector_norm(centre - neighbour, dim=1) / sigma))
+        centre, neighbour = NeighbourPairs.shifted(images_lab, dy, dx)
+        target, _ = NeighbourPairs.shifted(out[:, k], dy, dx)
+        target.copy_(DistanceAware(sigma)(centre, neighbour))
     return out
 
 
@@ -223,7 +205,7 @@ def local_pairwise_loss(
 
     A batch with no pair inside a box gives 0 with a zero gradient.
     """
-    offsets = _neighbour_offsets(kernel_size, dilation)
+    offsets = NeighbourPairs(kernel_size, dilation).offsets
     _check_masks(masks, affinity, "affinity")
     check_choice(variant, "variant", ("distance", "boxinst"))
     if affinity.shape[1] != len(offsets):
@@ -233,9 +215,9 @@ def local_pairwise_loss(
     total = masks.new_zeros(())
     norm = masks.new_zeros(())
     for k, (dy, dx) in enumerate(offsets):
-        m_i, m_j = _shifted(masks, dy, dx)
-        inside, _ = _shifted(box_masks, dy, dx)
-        w, _ = _shifted(affinity[:, k], dy, dx)
+        m_i, m_j = NeighbourPairs.shifted(masks, dy, dx)
+        inside, _ = NeighbourPairs.shifted(box_masks, dy, dx)
+        w, _ = NeighbourPairs.shifted(affinity[:, k], dy, dx)
         if variant == "distance":
             w = w * inside
             total = total + (w * (m_i - m_j).abs()).sum()
@@ -273,7 +255,7 @@ class LocalPairwiseLoss(PairLoss):
         super().__init__()
         check_positive(sigma, "sigma")
         check_choice(variant, "variant", ("distance", "boxinst"))
-        _neighbour_offsets(kernel_size, dilation)
+        NeighbourPairs(kernel_size, dilation)  # checks the neighbourhood
         self.sigma, self.dilation, self.kernel_size = sigma, dilation, kernel_size
         self.variant, self.threshold = variant, threshold
 
@@ -389,9 +371,9 @@ def box_crops(
     crops = crops.view(-1, n, side, side).transpose(0, 1)
     valid = (crops[:, 6] > 0.5).to(image.dtype)
     affinity = color_affinity(crops[:, :3], sigma=sigma, dilation=dilation)
-    for k, (dy, dx) in enumerate(_neighbour_offsets(3, dilation)):
-        valid_i, valid_j = _shifted(valid, dy, dx)
-        _shifted(affinity[:, k], dy, dx)[0].mul_(valid_i * valid_j)
+    for k, (dy, dx) in enumerate(NeighbourPairs(3, dilation).offsets):
+        valid_i, valid_j = NeighbourPairs.shifted(valid, dy, dx)
+        NeighbourPairs.shifted(affinity[:, k], dy, dx)[0].mul_(valid_i * valid_j)
     box_masks = torch.zeros(n, side, side, dtype=torch.bool, device=image.device)
     box_masks[:, padding : padding + size, padding : padding + size] = True
     return BoxCrops(crops[:, :3], crops[:, 3:6] * valid.unsqueeze(1), affinity, box_masks, origin, scale, dilation)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from pairloss._validation import check_pair_inputs
-from pairloss.engine import CROSS_RANK, PairBlock
+from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, row_block_sums
 from pairloss.pairs import MinedPairs, PairSelector, reject_positional_reference
 from pairloss.similarity import BaseSimilarity
 
@@ -46,6 +47,31 @@ class Batch:
     @property
     def selector(self) -> PairSelector | None:
         return self.pairs
+
+    def row_sums(
+        self,
+        row: RowFunction,
+        distance: BaseSimilarity,
+        *,
+        block_size: int | None,
+        working_copies: int,
+        pairs: PairSelector | Literal["batch"] | None = "batch",
+        params: tuple[Tensor, ...] = (),
+    ) -> Tensor:
+        """:func:`pairloss.engine.row_block_sums` of ``row`` on this batch (with its mined pairs, unless ``pairs``
+        names another selector)."""
+        return row_block_sums(
+            row,
+            self.embeddings,
+            self.labels,
+            self.ref_emb,
+            self.ref_labels,
+            similarity=distance,
+            pairs=self.pairs if pairs == "batch" else pairs,
+            params=params,
+            block_size=block_size,
+            working_copies=working_copies,
+        )
 
 
 def prepare_batch(

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairloss.engine import CROSS_RANK, PairBlock, row_block_sums
+from pairloss.engine import CROSS_RANK, PairBlock
 from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.losses.metric._common import (
     counts,
@@ -91,15 +91,7 @@ def lifted_structure_loss(
         out = out.index_copy(0, block.rows, lse)
         return out.index_copy(0, block.rows + n, block.negative.any(dim=1).to(lse.dtype))
 
-    terms = row_block_sums(
-        negative_terms,
-        batch.embeddings,
-        batch.labels,
-        similarity=distance,
-        pairs=batch.selector,
-        block_size=block_size,
-        working_copies=4,
-    )
+    terms = batch.row_sums(negative_terms, distance, block_size=block_size, working_copies=4)
     log_terms, has_negative = terms[:n].to(embeddings.dtype), terms[n:].detach() > 0
 
     def pair_losses(sim: Tensor, rows: Tensor, r: Tensor, has: Tensor) -> Tensor:
@@ -121,12 +113,9 @@ def lifted_structure_loss(
         total = (loss * weight).sum()
         return torch.stack([total, weight.sum(), *counts(block, total)[:2]])
 
-    sums = row_block_sums(
+    sums = batch.row_sums(
         pair_row,
-        batch.embeddings,
-        batch.labels,
-        similarity=distance,
-        pairs=batch.selector,
+        distance,
         params=(log_terms, has_negative.to(embeddings.dtype)),
         block_size=block_size,
         working_copies=10,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairloss.engine import PairBlock, RowSums, row_block_sums
+from pairloss.engine import PairBlock, RowSums
 from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.losses.metric._common import (
     Batch,
@@ -102,17 +102,7 @@ def ntxent_loss(
         values = torch.stack([total, weight.sum(dtype=torch.float64), *counts(block, total)[:2]])
         return RowSums(values, (slope, None, None, None))
 
-    sums = row_block_sums(
-        row,
-        batch.embeddings,
-        batch.labels,
-        batch.ref_emb,
-        batch.ref_labels,
-        similarity=distance,
-        pairs=batch.selector,
-        block_size=block_size,
-        working_copies=6,
-    )
+    sums = batch.row_sums(row, distance, block_size=block_size, working_copies=6)
     n_positive, n_negative = pair_counts(batch, sums, 2)
     keep = generic_pair_keep(n_positive, n_negative) & (n_positive > 0) & (n_negative > 0)
     return zero_unless(keep, chosen.finish(sums[0], sums[1]))
@@ -202,17 +192,7 @@ def supcon_loss(
         values = torch.stack([total, kept.count_nonzero().double(), *counts(block, total)[:2]])
         return RowSums(values, (slope, None, None, None))
 
-    sums = row_block_sums(
-        row,
-        batch.embeddings,
-        batch.labels,
-        batch.ref_emb,
-        batch.ref_labels,
-        similarity=distance,
-        pairs=batch.selector,
-        block_size=block_size,
-        working_copies=6,
-    )
+    sums = batch.row_sums(row, distance, block_size=block_size, working_copies=6)
     n_positive, n_negative = pair_counts(batch, sums, 2)
     keep = generic_pair_keep(n_positive, n_negative) & (n_positive > 0) & (n_negative > 0)
     return zero_unless(keep, chosen.finish(sums[0], sums[1]))

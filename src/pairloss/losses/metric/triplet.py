@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pairloss import memory
 from pairloss._validation import check_choice
-from pairloss.engine import PairBlock, RowFunction, RowSums, row_block_sums
+from pairloss.engine import PairBlock, RowFunction, RowSums
 from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.losses.metric._common import Batch, farness, prepare_batch, zero_unless
 from pairloss.miners import BatchHardMiner, TripletMarginMiner, all_triplets
@@ -234,7 +234,7 @@ def _triplet_elements(
 ) -> dict[str, dict[str, object]]:
     """PML's per-triplet loss dictionary (the ``DoNothingReducer`` result), from the listed triplets."""
     if batch.pairs is not None:
-        triplets = _as_triplets(batch.pairs)
+        triplets = batch.pairs.triplets()
     elif mining == "all":
         triplets = all_triplets(batch.labels, batch.ref_labels)
     else:
@@ -252,10 +252,6 @@ def _triplet_elements(
     violation = far_ap - far_an + margin
     loss = F.softplus(violation) if smooth else F.relu(violation)
     return {"loss": {"losses": loss, "indices": (a, p, n), "reduction_type": "triplet"}}
-
-
-def _as_triplets(pairs: MinedPairs) -> tuple[Tensor, ...]:
-    return pairs.triplets()
 
 
 def triplet_margin_loss(
@@ -316,17 +312,7 @@ def triplet_margin_loss(
         pairs, (row, copies) = None, (_smooth_triplet_row(distance, margin, mining == "semihard", chosen), 8)
     else:
         pairs, (row, copies) = None, (_sorted_triplet_row(distance, margin, mining == "semihard", chosen), 24)
-    sums = row_block_sums(
-        row,
-        batch.embeddings,
-        batch.labels,
-        batch.ref_emb,
-        batch.ref_labels,
-        similarity=distance,
-        pairs=pairs,
-        block_size=block_size,
-        working_copies=copies,
-    )
+    sums = batch.row_sums(row, distance, pairs=pairs, block_size=block_size, working_copies=copies)
     return chosen.finish(sums[0], sums[1])
 
 
@@ -481,18 +467,7 @@ def margin_loss(
         row = _listed_margin_row(margin, sign, chosen, nu)
     else:
         row = _all_triplets_margin_row(margin, sign)
-    sums = row_block_sums(
-        row,
-        batch.embeddings,
-        labels,
-        batch.ref_emb,
-        batch.ref_labels,
-        similarity=distance,
-        pairs=pairs,
-        params=(beta_t,),
-        block_size=block_size,
-        working_copies=6,
-    )
+    sums = batch.row_sums(row, distance, pairs=pairs, params=(beta_t,), block_size=block_size, working_copies=6)
     if chosen is not None:
         loss = chosen.finish(sums[0], sums[1])
         if nu != 0:
