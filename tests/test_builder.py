@@ -180,18 +180,21 @@ def test_log_sum_exp_rows_match_its_value_in_both_paths(monkeypatch: pytest.Monk
     s = torch.randn(6, 9, dtype=torch.float64)
     mask = torch.rand(6, 9) < 0.4
     mask[2] = False
+    circle = weights.Circle(0.3)
     for add_one in (True, False):
-        link = links.LogSumExp(3.0, add_one=add_one)
-        leaf = s.clone().requires_grad_(True)
-        expected = link.value(-2.0 * leaf + 0.5, mask)
-        (expected_slope,) = torch.autograd.grad(expected.sum(), leaf)
-        for density in (0.0, 1.0):
-            monkeypatch.setattr(links, "SPARSE_MASK_DENSITY", density)
-            value, slope, nonempty = link.rows(s.clone(), mask, -2.0, 0.5, int(mask.sum()))
-            dense = slope.to_dense() if isinstance(slope, pairloss.similarity.SparsePairWeights) else slope
-            torch.testing.assert_close(value, expected.detach())
-            torch.testing.assert_close(dense, expected_slope)
-            assert torch.equal(nonempty, mask.any(dim=1))
+        for margin_weight in (None, lambda v: circle(v, None, positive=False)):
+            link = links.LogSumExp(3.0, add_one=add_one)
+            leaf = s.clone().requires_grad_(True)
+            alpha = 1.0 if margin_weight is None else margin_weight(s.clone())  # a constant: no gradient through it
+            expected = link.value((-2.0 * leaf + 0.5) * alpha, mask)
+            (expected_slope,) = torch.autograd.grad(expected.sum(), leaf)
+            for density in (0.0, 1.0):
+                monkeypatch.setattr(links, "SPARSE_MASK_DENSITY", density)
+                value, slope, nonempty = link.rows(s.clone(), mask, -2.0, 0.5, int(mask.sum()), margin_weight)
+                dense = slope.to_dense() if isinstance(slope, pairloss.similarity.SparsePairWeights) else slope
+                torch.testing.assert_close(value, expected.detach())
+                torch.testing.assert_close(dense, expected_slope)
+                assert torch.equal(nonempty, mask.any(dim=1))
 
 
 @pytest.mark.parametrize("add_one", [True, False])

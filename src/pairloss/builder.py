@@ -152,7 +152,7 @@ def _hinge_terms(
     lower = None if reducer.high is None else k0 - reducer.high / factor  # and a·s > lower
     if lower is not None:
         active.logical_and_((s > lower) if a > 0 else (s < -lower))
-    total = torch.where(active, s, 0.0).sum(dtype=torch.float64)
+    total = torch.where(active, s, 0.0).sum().double()
     n_active = active.count_nonzero().double()
     if reducer.average and reducer.keeps_zero():
         counted = mask if lower is None else mask & ((s > lower) if a > 0 else (s < -lower))
@@ -189,11 +189,11 @@ def _general_terms(
     kept = mask & reducer.keep(value) if reducer.filters else mask
     zero = s.new_zeros(())
     if count is not None:
-        total = torch.where(kept, value * count, zero).sum(dtype=torch.float64)
-        n_kept = torch.where(kept, count, zero).sum(dtype=torch.float64)
+        total = torch.where(kept, value * count, zero).sum().double()
+        n_kept = torch.where(kept, count, zero).sum().double()
         slope = torch.where(kept, derivative * chain * count, zero)
     else:
-        total = torch.where(kept, value, zero).sum(dtype=torch.float64)
+        total = torch.where(kept, value, zero).sum().double()
         n_kept = kept.count_nonzero().double()
         slope = torch.where(kept, derivative * chain, zero)
     return [total, n_kept, total.new_zeros(())], slope
@@ -209,7 +209,9 @@ def _kind_finish(spec: PairLossSpec, positive: bool, stats: Tensor, shortcut: tu
     return torch.stack([total, stats[2]])
 
 
-def _pair_form_row(spec: PairLossSpec, mined: bool) -> tuple[RowFunction, list[tuple[float, float] | None]]:
+def _pair_form_row(
+    spec: PairLossSpec, mined: bool, count_pairs: bool
+) -> tuple[RowFunction, list[tuple[float, float] | None]]:
     links = (spec.positive_link, spec.negative_link)
     shortcuts = [None if mined else _hinge_factor(link, spec.weight) for link in links]  # type: ignore[arg-type]
 
@@ -236,7 +238,11 @@ def _pair_form_row(spec: PairLossSpec, mined: bool) -> tuple[RowFunction, list[t
                 )
             values += terms
             slopes += [slope, None, None]
-        values += [_pair_count(block.positive, block.positive_count), _pair_count(block.negative, block.negative_count)]
+        if count_pairs:
+            values += [_pair_count(block.positive, block.positive_count)]
+            values += [_pair_count(block.negative, block.negative_count)]
+        else:
+            values += [block.sim.new_zeros((), dtype=torch.float64)] * 2
         slopes += [None, None]
         return RowSums(torch.stack([v.to(torch.float64) for v in values]), tuple(slopes))
 
@@ -267,11 +273,12 @@ def _row_form_row(spec: PairLossSpec) -> RowFunction:
     @torch.no_grad()
     def row(block: PairBlock) -> RowSums:
         s = block.sim
-        parts = []
+        parts, n_pairs = [], []
         for positive, mask, link in ((True, block.positive, links[0]), (False, block.negative, links[1])):
             a, c = spec.margin_affine(positive)
             scale = None if margin_weight is None else _margin_scale(margin_weight, positive)
-            parts.append(link.rows(s, mask, a, c, int(mask.count_nonzero()), scale))
+            n_pairs.append(mask.count_nonzero())
+            parts.append(link.rows(s, mask, a, c, int(n_pairs[-1]), scale))
         (value_p, slope_p, has_p), (value_n, slope_n, has_n) = parts
         inner = value_p + value_n
         if spec.combine is not None:
@@ -296,8 +303,8 @@ def _row_form_row(spec: PairLossSpec) -> RowFunction:
         values = [
             loss.sum(dtype=torch.float64),
             n_kept,
-            _pair_count(block.positive, None),
-            _pair_count(block.negative, None),
+            n_pairs[0].double(),
+            n_pairs[1].double(),
         ]
         return RowSums(torch.stack(values), (slope, None, None, None))
 
@@ -305,10 +312,27 @@ def _row_form_row(spec: PairLossSpec) -> RowFunction:
 
 
 def _margin_scale(weight: PairWeight, positive: bool) -> Any:
+    """The margin weights of scores, elementwise (a margin weight does not look at the rest of the row)."""
+
     def scale(values: Tensor) -> Tensor:
-        return torch.as_tensor(weight(values, torch.ones_like(values, dtype=torch.bool), positive), dtype=values.dtype)
+        return torch.as_tensor(weight(values, None, positive), dtype=values.dtype)
 
     return scale
+
+
+def _label_pair_counts(labels: Tensor, ref_labels: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """The numbers of positive and negative (ordered) pairs from 1-D class ids alone, ``O(N)``; ``None`` for
+    multi-hot labels."""
+    if labels.ndim != 1:
+        return None
+    references = labels if ref_labels is None else ref_labels
+    classes, inverse = torch.unique(torch.cat([labels, references]), return_inverse=True)
+    per_query = torch.bincount(inverse[: labels.numel()], minlength=classes.numel()).double()
+    per_reference = torch.bincount(inverse[labels.numel() :], minlength=classes.numel()).double()
+    n_self = labels.numel() if ref_labels is None else 0
+    n_positive = (per_query * per_reference).sum() - n_self
+    n_negative = float(labels.numel()) * references.numel() - n_positive - n_self
+    return n_positive, n_negative
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -354,11 +378,14 @@ def evaluate_pairs(
     if isinstance(spec.reducer, DoNothingReducer):
         return _per_element(replace(spec, pairs=pairs), embeddings, labels, ref_emb, ref_labels)
     mined = isinstance(pairs, MinedPairs)
+    label_counts = None
+    if spec.generic_pair_rule and not mined and isinstance(pairs, LabelPairs) and CROSS_RANK.get() is None:
+        label_counts = _label_pair_counts(labels, ref_labels)
     shortcuts: list[tuple[float, float] | None] = []
     if spec.row_form:
         row = _row_form_row(spec)
     else:
-        row, shortcuts = _pair_form_row(spec, mined)
+        row, shortcuts = _pair_form_row(spec, mined, count_pairs=spec.generic_pair_rule and label_counts is None)
     symmetric = not spec.row_form and isinstance(spec.weight, Uniform) and not mined
     sums = row_block_sums(
         row,
@@ -387,6 +414,8 @@ def evaluate_pairs(
     if spec.generic_pair_rule:
         if isinstance(pairs, MinedPairs):
             n_positive, n_negative = sums.new_tensor(pairs.n_positive), sums.new_tensor(pairs.n_negative)
+        elif label_counts is not None:
+            n_positive, n_negative = label_counts
         keep = (n_positive > 1) | (n_negative > 1)
         loss = torch.where(keep, loss, torch.zeros_like(loss))
     return loss

@@ -121,6 +121,10 @@ class Logistic(Link):
     def derivative(self, z: Tensor) -> Tensor:
         return torch.sigmoid(-self.sigma * z).mul_(-self.sigma)
 
+    def value_and_derivative(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        u = z.neg() if self.sigma == 1.0 else z * -self.sigma
+        return F.softplus(u), u.sigmoid_().mul_(-self.sigma)
+
 
 class Hinge(Link):
     """``φ(z) = [m − z]_+``, ``φ'(z) = −1[z < m]`` (RankSVM, contrastive and triplet margin losses)."""
@@ -256,6 +260,15 @@ class LogSumExp:
 SPARSE_MASK_DENSITY = 0.05
 
 
+def _margins(values: Tensor, scale: float, offset: float) -> Tensor:
+    """``scale · values + offset`` in one pass when ``scale`` is ±1 (the margins of a positive or negative pair)."""
+    if scale == 1.0:
+        return values + offset
+    if scale == -1.0:
+        return offset - values
+    return values.mul(scale).add_(offset)
+
+
 def _log_sum_exp_rows(
     s: Tensor,
     scale: float,
@@ -267,17 +280,19 @@ def _log_sum_exp_rows(
     margin_weight: Callable[[Tensor], Tensor] | None,
 ) -> tuple[Tensor, Tensor | SparsePairWeights, Tensor]:
     """Per row ``(1/γ) log([1 +] Σ_{j ∈ mask} e^{u_ij})`` with ``u = −γ α(s) (scale · s + offset)``, its slope
-    ``∂/∂s = −α · scale · softmax`` and the rows with at least one entry. Rows without entries give 0."""
+    ``∂/∂s = −α · scale · softmax`` and the rows with at least one entry. Rows without entries give 0.
+
+    With margin weights, ``w = −γ α`` multiplies the margins and, divided by ``−γ / scale``, gives the slope; the
+    constant factors are folded into the denominator so that the slope costs no extra pass over the block.
+    """
     floor = math.log(torch.finfo(s.dtype).tiny) + 2.0
     n_rows = s.shape[0]
     if n_active <= SPARSE_MASK_DENSITY * mask.numel():
         rows, columns = mask.nonzero(as_tuple=True)
         gathered = s[rows, columns]
-        alpha = None if margin_weight is None else margin_weight(gathered)
-        u = gathered.mul_(scale).add_(offset).mul_(-gamma)
-        if alpha is not None:
-            u.mul_(alpha)
-        chain: Tensor | float = -scale if alpha is None else alpha.mul_(-scale)
+        weight = None if margin_weight is None else margin_weight(gathered).mul_(-gamma)
+        u = _margins(gathered, scale, offset)
+        u = u.mul_(-gamma) if weight is None else u.mul_(weight)
         start = 0.0 if add_one else float("-inf")
         shift = s.new_full((n_rows,), start).scatter_reduce_(0, rows, u, "amax")
         nonempty = torch.zeros(n_rows, dtype=torch.bool, device=s.device)
@@ -288,9 +303,12 @@ def _log_sum_exp_rows(
         denominator = s.new_zeros(n_rows).index_add_(0, rows, terms)
         denominator = denominator.add_(torch.exp(-shift)) if add_one else torch.where(nonempty, denominator, 1.0)
         value = (shift + torch.log(denominator)) / gamma
-        slope = terms.mul_(chain).div_(denominator[rows])
+        if weight is not None:
+            terms.mul_(weight)
+        slope = terms.div_(denominator[rows] * (gamma / scale if weight is not None else -1.0 / scale))
         return value, SparsePairWeights(rows, columns, slope, (n_rows, s.shape[1])), nonempty
     if margin_weight is None:
+        weight = None
         # u = a·s + c − shift in one pass; entries off the mask go to −inf, then to the floor, then to 0
         a, c = -gamma * scale, -gamma * offset
         off_mask = s.new_tensor(float("-inf") if a > 0 else float("inf"))
@@ -300,11 +318,10 @@ def _log_sum_exp_rows(
         shift = extreme.mul_(a).add_(c)
         shift = shift.clamp_min_(0) if add_one else torch.where(nonempty, shift, 0.0)
         terms = torch.add((c - shift)[:, None], masked, alpha=a, out=masked)
-        chain = -scale
     else:
-        alpha = margin_weight(s)
-        chain = alpha.mul(-scale)
-        terms = torch.where(mask, (s * scale + offset).mul_(alpha).mul_(-gamma), s.new_tensor(float("-inf")))
+        weight = margin_weight(s).mul_(-gamma)
+        terms = _margins(s, scale, offset).mul_(weight)
+        terms = torch.where(mask, terms, s.new_tensor(float("-inf")), out=terms)
         shift = terms.amax(dim=1)
         nonempty = torch.isfinite(shift)
         shift = shift.clamp_min_(0) if add_one else torch.where(nonempty, shift, 0.0)
@@ -314,7 +331,13 @@ def _log_sum_exp_rows(
     denominator = terms.sum(dim=1)
     denominator = denominator.add_(torch.exp(-shift)) if add_one else torch.where(nonempty, denominator, 1.0)
     value = (shift + torch.log(denominator)) / gamma
-    return value, terms.mul_(chain).div_(denominator[:, None]), nonempty
+    if weight is not None:
+        terms.mul_(weight)
+    return (
+        value,
+        terms.div_((denominator * (gamma / scale if weight is not None else -1.0 / scale))[:, None]),
+        nonempty,
+    )
 
 
 _BY_NAME: dict[str, type[Link]] = {

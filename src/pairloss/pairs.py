@@ -329,12 +329,14 @@ class RelevancePairs:
         self.threshold = threshold
 
     def mask(self, relevance: Tensor, valid: Tensor) -> Tensor:
-        """``[B, L, L]`` bool: the pairs of each list."""
-        both = valid[:, :, None] & valid[:, None, :]
+        """``[B, L, L]`` bool: the pairs of each list (one pass over the pairs: padded items are moved out of
+        reach on the ``[B, L]`` side first)."""
         if self.threshold is None:
-            return both & (relevance[:, :, None] > relevance[:, None, :])
+            above = torch.where(valid, relevance, float("-inf"))
+            below = torch.where(valid, relevance, float("inf"))
+            return above[:, :, None] > below[:, None, :]
         relevant = relevance > self.threshold
-        return both & relevant[:, :, None] & ~relevant[:, None, :]
+        return (valid & relevant)[:, :, None] & (valid & ~relevant)[:, None, :]
 
     def __repr__(self) -> str:
         return f"RelevancePairs(threshold={self.threshold!r})"

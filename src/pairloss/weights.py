@@ -54,9 +54,10 @@ class PairWeight:
 
     on: str = "loss"
 
-    def __call__(self, sim: Tensor, mask: Tensor, positive: bool) -> Tensor | float:
+    def __call__(self, sim: Tensor, mask: Tensor | None, positive: bool) -> Tensor | float:
         """Weights of the pairs in ``mask`` (``[b, M]``, or a scalar for all) given the block's scores ``sim``;
-        ``positive`` says which kind of pair ``mask`` holds. Only the entries on ``mask`` are used."""
+        ``positive`` says which kind of pair ``mask`` holds. Only the entries on ``mask`` are used. A margin weight
+        is elementwise and is called with gathered scores and ``mask=None``."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -72,7 +73,7 @@ class Uniform(PairWeight):
             raise ValueError(f"value must be a finite number >= 0, got {value!r}")
         self.value = float(value)
 
-    def __call__(self, sim: Tensor, mask: Tensor, positive: bool) -> float:
+    def __call__(self, sim: Tensor, mask: Tensor | None, positive: bool) -> float:
         return self.value
 
 
@@ -89,7 +90,9 @@ class MultiSimilarity(PairWeight):
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5) -> None:
         self.alpha, self.beta, self.base = float(alpha), float(beta), float(base)
 
-    def __call__(self, sim: Tensor, mask: Tensor, positive: bool) -> Tensor:
+    def __call__(self, sim: Tensor, mask: Tensor | None, positive: bool) -> Tensor:
+        if mask is None:
+            raise ValueError("the multi-similarity weights depend on the anchor's other pairs: they need its mask")
         scale = -self.alpha if positive else self.beta
         x = (scale * (sim - self.base)).masked_fill(~mask, float("-inf"))
         shift = x.amax(dim=1, keepdim=True).clamp_min(0)
@@ -106,8 +109,8 @@ class Circle(PairWeight):
     def __init__(self, m: float = 0.4) -> None:
         self.m = float(m)
 
-    def __call__(self, sim: Tensor, mask: Tensor, positive: bool) -> Tensor:
-        return (1 + self.m - sim).clamp_min(0) if positive else (sim + self.m).clamp_min(0)
+    def __call__(self, sim: Tensor, mask: Tensor | None, positive: bool) -> Tensor:
+        return (1 + self.m - sim).clamp_min_(0) if positive else (sim + self.m).clamp_min_(0)
 
 
 # ------------------------------------------------------------------------------------------------ list weights
@@ -220,7 +223,7 @@ class TopN(ListWeight):
     def __call__(self, scores: Tensor, relevance: Tensor, valid: Tensor) -> Tensor:
         member = top_n_membership(scores, relevance, valid, self.top_n)
         touches = member[:, :, None] | member[:, None, :]
-        return self.alpha + (1.0 - self.alpha) * touches.to(scores.dtype)
+        return torch.where(touches, scores.new_tensor(1.0), scores.new_tensor(self.alpha))
 
 
 class DistanceAware:

@@ -158,19 +158,27 @@ class _ListPairSums(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         total = scores.new_zeros((), dtype=torch.float64)
         count = scores.new_zeros((), dtype=torch.float64)
+        wants_gradient = bool(ctx.needs_input_grad[0])  # type: ignore[attr-defined]
         grad = torch.zeros_like(scores)
         zero = scores.new_zeros(())
         for start, stop in memory.row_blocks(scores.shape[0], block_size):
             s = scores[start:stop]
             pairs, weight = select(s, slice(start, stop))
-            value, slope = link.value_and_derivative(s[:, :, None] - s[:, None, :])
-            if not (isinstance(weight, float) and weight == 1.0):
-                value, slope = value * weight, slope * weight
-            kept = pairs & reducer.keep(value) if reducer.filters else pairs
-            total += torch.where(kept, value, zero).sum(dtype=torch.float64)
-            count += torch.where(kept, weight, zero).sum(dtype=torch.float64) if weighted_count else kept.sum()
-            slope = torch.where(kept, slope, zero)
-            grad[start:stop] = slope.sum(2) - slope.sum(1)  # d(s_i − s_j)/ds_i = 1, /ds_j = −1
+            margins = s[:, :, None] - s[:, None, :]
+            value, slope = link.value_and_derivative(margins) if wants_gradient else (link.value(margins), None)
+            if isinstance(weight, float) and weight == 1.0:
+                kept = pairs & reducer.keep(value) if reducer.filters else pairs
+                total += torch.where(kept, value, zero).sum()
+                count += kept.count_nonzero()
+                slope = None if slope is None else torch.where(kept, slope, zero)
+            else:
+                kept = pairs & reducer.keep(value * weight) if reducer.filters else pairs
+                kept_weight = torch.where(kept, weight, zero)  # the weight of each kept pair, 0 elsewhere
+                total += (value * kept_weight).sum()
+                count += kept_weight.sum() if weighted_count else kept.count_nonzero()
+                slope = None if slope is None else slope.mul_(kept_weight)
+            if slope is not None:
+                grad[start:stop] = slope.sum(2) - slope.sum(1)  # d(s_i − s_j)/ds_i = 1, /ds_j = −1
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(count)
         return total.to(scores.dtype), count.to(scores.dtype)
@@ -196,11 +204,14 @@ def pairwise_sum(
     ``select`` gives each block's pairs and (constant) weights, ``link`` the function φ and its derivative,
     ``reducer`` which pairs are kept (all by default); ``weighted_count`` counts each kept pair by its weight
     (``Σ w_ij``, for a weighted mean) instead of by one. Each block holds ``pair_tensors`` ``b × L × L`` temporaries
-    (``b`` from the memory budget, :mod:`pairloss.memory`), and its gradient is formed from ``φ'`` in the same pass,
-    so no block is kept for autograd or recomputed. First-order gradients only.
+    (``b`` from the memory budget, :mod:`pairloss.memory`, each temporary under
+    :data:`~pairloss.memory.MAX_TEMPORARY_BYTES` so that the allocator reuses it), and its gradient is formed from
+    ``φ'`` in the same pass, so no block is kept for autograd or recomputed. First-order gradients only.
     """
-    row_bytes = pair_tensors * max(scores.shape[-1], 1) ** 2 * scores.element_size()
-    block_size = memory.rows_per_block(scores.shape[0], row_bytes)
+    row_bytes = max(scores.shape[-1], 1) ** 2 * scores.element_size()
+    block_size = memory.rows_per_block(
+        scores.shape[0], row_bytes, pair_tensors, max_temporary=memory.MAX_TEMPORARY_BYTES
+    )
     total, count = _ListPairSums.apply(scores, select, link, reducer or Reducer(), block_size, weighted_count)
     return total, count
 

@@ -138,15 +138,15 @@ class _PairwiseRanking(torch.autograd.Function):
         width = max(1, int(anchor_mask.sum(1).max()))
         index = torch.argsort(anchor_mask, dim=1, descending=True, stable=True)[:, :width]
         if chunk is None:
-            row_bytes = _PAIR_COPIES * scores.shape[0] * scores.shape[1] * scores.element_size()
-            chunk = memory.rows_per_block(width, row_bytes)
+            row_bytes = scores.shape[0] * scores.shape[1] * scores.element_size()
+            chunk = memory.rows_per_block(width, row_bytes, _PAIR_COPIES, max_temporary=memory.MAX_TEMPORARY_BYTES)
         total = scores.new_zeros((), dtype=torch.float64)
         grad = torch.zeros_like(scores)
         grad_anchor = torch.zeros(index.shape, dtype=scores.dtype, device=scores.device)
         start = 0
         for margins, weight in _pair_chunks(scores, y, row_weight, index, sign, anchor_is_positive, chunk):
             value, derivative = link.value_and_derivative(margins)
-            total = total + (weight * value).sum(dtype=torch.float64)
+            total = total + (weight * value).sum().to(torch.float64)
             d = derivative.mul_(weight).mul_(sign)
             grad_anchor[:, start : start + margins.shape[1]] += d.sum(2)
             grad -= d.sum(1)
