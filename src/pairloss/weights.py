@@ -16,7 +16,8 @@ block's scores:
 
 Pairs of a ranked list (``[B, L, L]``, from the current scores and the relevance):
 
-* :class:`LambdaWeight`: LambdaRank's ``|ΔNDCG_ij|`` and the NDCG-Loss1/2/2++ weights of LambdaLoss;
+* :class:`DeltaNDCG`: LambdaRank's ``|ΔNDCG_ij|``; :class:`LambdaWeight`: it and the NDCG-Loss1/2/2++ weights of
+  LambdaLoss;
 * :class:`TopN`: AWTR's adaptive top-N weights ``α + (1 − α) max(m_i, m_j)``.
 
 Neighbouring pixels: :class:`DistanceAware`, BoxSnake's colour affinity ``exp(−‖LAB_i − LAB_j‖ / σ)``.
@@ -32,6 +33,7 @@ from torch import Tensor
 __all__ = [
     "LAMBDA_SCHEMES",
     "Circle",
+    "DeltaNDCG",
     "DistanceAware",
     "LambdaWeight",
     "ListWeight",
@@ -207,6 +209,14 @@ class LambdaWeight(ListWeight):
         if self.scheme == "ndcg_loss2":
             return delta * gain_gap
         return self.mu * delta * gain_gap + (inv_d[:, :, None] - inv_d[:, None, :]).abs() * gain_gap
+
+
+class DeltaNDCG(LambdaWeight):
+    """LambdaRank's weight ``|ΔNDCG_ij| = |1/D_i − 1/D_j| · |G_i − G_j|``: the change of NDCG@k when items i and j
+    swap ranks (Burges, Ragno, Le, NeurIPS 2006); ``LambdaWeight("lambdarank", k)``."""
+
+    def __init__(self, k: int | None = None) -> None:
+        super().__init__("lambdarank", k)
 
 
 class TopN(ListWeight):

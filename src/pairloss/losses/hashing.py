@@ -26,7 +26,7 @@ from pairloss._validation import check_embeddings
 from pairloss.builder import PairLossSpec, evaluate_pairs
 from pairloss.links import Hinge, Linear, Link, Logistic
 from pairloss.losses.base import EmbeddingLoss, loss_module
-from pairloss.reducers import MeanReducer
+from pairloss.reducers import MeanReducer, Reducer, get_reducer
 from pairloss.similarity import DotProductSimilarity, NegSquaredEuclideanSimilarity
 
 __all__ = [
@@ -65,12 +65,14 @@ def _pair_loss(
     neg_margin: float = 0.0,
     squared_distance: bool = False,
     pooled: bool = True,
+    reducer: Reducer | str,
     block_size: int | None,
 ) -> Tensor:
     """The mean pair term: ``positive`` on ``s − m_pos`` and ``negative`` on ``m_neg − s``, with ``s`` the codes'
     dot product (or ``−‖u_i − u_j‖²``), over all pairs together (``pooled``) or each kind on its own."""
     similarity = NegSquaredEuclideanSimilarity() if squared_distance else DotProductSimilarity()
-    spec = PairLossSpec(positive, negative, similarity, pos_margin, neg_margin, reducer=MeanReducer(), pooled=pooled)
+    chosen = get_reducer(reducer, MeanReducer)
+    spec = PairLossSpec(positive, negative, similarity, pos_margin, neg_margin, reducer=chosen, pooled=pooled)
     loss: Tensor = evaluate_pairs(spec, *batch, block_size=block_size)
     return loss
 
@@ -88,6 +90,7 @@ def dpsh_loss(
     ref_labels: Tensor | None = None,
     *,
     quantization_weight: float = 0.1,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """DPSH pairwise-likelihood loss (Li, Wang, Kang, Feature learning based deep supervised hashing with pairwise
@@ -103,7 +106,7 @@ def dpsh_loss(
     _check_weight(quantization_weight, "quantization_weight")
     batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
     # log(1 + e^θ) − θ = softplus(−θ) on a similar pair, softplus(θ) on a dissimilar one: the logistic link
-    pairs = _pair_loss(batch, Logistic(0.5), Logistic(0.5), block_size=block_size)
+    pairs = _pair_loss(batch, Logistic(0.5), Logistic(0.5), reducer=reducer, block_size=block_size)
     return pairs + quantization_weight * quantization_penalty(embeddings)
 
 
@@ -115,6 +118,7 @@ def hashnet_loss(
     ref_labels: Tensor | None = None,
     *,
     alpha: float | None = None,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """HashNet's weighted pairwise likelihood (Cao, Long, Wang, Yu, HashNet: Deep learning to hash by
@@ -135,7 +139,7 @@ def hashnet_loss(
         raise ValueError(f"alpha must be > 0, got {alpha}")
     link = 0.5 * Logistic(scale)  # ½ (mean over similar + mean over dissimilar pairs)
     batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
-    return _pair_loss(batch, link, link, pooled=False, block_size=block_size)
+    return _pair_loss(batch, link, link, pooled=False, reducer=reducer, block_size=block_size)
 
 
 def dsh_loss(
@@ -147,6 +151,7 @@ def dsh_loss(
     *,
     margin: float | None = None,
     regularization: float = 0.01,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """DSH contrastive loss (Liu, Wang, Shan, Chen, Deep supervised hashing for fast image retrieval, CVPR 2016).
@@ -164,7 +169,13 @@ def dsh_loss(
     batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
     # with s = −d: ½ d = ½ · Linear(s), and ½ [m − d]_+ = ½ [s + m]_+ = ½ · Hinge on the margin (−m) − s
     pairs = _pair_loss(
-        batch, 0.5 * Linear(), 0.5 * Hinge(), neg_margin=-m, squared_distance=True, block_size=block_size
+        batch,
+        0.5 * Linear(),
+        0.5 * Hinge(),
+        neg_margin=-m,
+        squared_distance=True,
+        reducer=reducer,
+        block_size=block_size,
     )
     return pairs + regularization * embeddings.shape[1] * quantization_penalty(embeddings, power=1)
 
@@ -178,6 +189,7 @@ def ash_loss(
     *,
     margin: float | None = None,
     quantization_weight: float = 0.1,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """ASH pairwise contrastive loss with quantisation (Fang et al., Attention-based saliency hashing for
@@ -200,7 +212,9 @@ def ash_loss(
     batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
     # ½ D = ¼ (K − s) = ¼ · Linear on s − K; ½ [m − D]_+ = ¼ [s − (K − 2m)]_+ = ¼ · Hinge on (K − 2m) − s
     positive, negative = 0.25 * Linear(), 0.25 * Hinge()
-    pairs = _pair_loss(batch, positive, negative, pos_margin=bits, neg_margin=bits - 2 * m, block_size=block_size)
+    pairs = _pair_loss(
+        batch, positive, negative, pos_margin=bits, neg_margin=bits - 2 * m, reducer=reducer, block_size=block_size
+    )
     return pairs + quantization_weight * quantization_penalty(embeddings)
 
 
