@@ -39,40 +39,20 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pairloss._collectives import Shape, exchange, gather_padded
 from pairloss.engine import CROSS_RANK
 from pairloss.losses.base import BatchAxis, check_pair_inputs
 
 __all__ = ["CrossRankLoss", "all_gather_with_grad", "cross_rank_pairs", "sum_across_ranks"]
 
-Shape = tuple[int, ...]
-
-
-def _exchange(value: Any, group: Any) -> list[Any]:
-    """Every rank's ``value`` (a small picklable object), in rank order."""
-    everyone: list[Any] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(everyone, value, group=group)
-    return everyone
-
-
-def _gather_padded(tensor: Tensor, shapes: Sequence[Shape], group: Any, pad: float) -> Tensor:
-    """Concatenate every rank's ``tensor`` along axis 0; the other axes are padded with ``pad`` to the largest."""
-    target = tuple(max(shape[d] for shape in shapes) for d in range(len(shapes[0])))
-    if target[0] == 0:  # no rank has a sample: nothing to exchange
-        return tensor.new_full((0, *target[1:]), pad)
-    padded = tensor.new_full(target, pad)
-    padded[tuple(slice(0, n) for n in tensor.shape)] = tensor
-    parts = [torch.empty_like(padded) for _ in shapes]
-    dist.all_gather(parts, padded, group=group)
-    return torch.cat([part[: shape[0]] for part, shape in zip(parts, shapes, strict=True)])
-
 
 class _GatherRows(torch.autograd.Function):
-    """:func:`_gather_padded` whose backward sums every rank's gradient for this rank's rows (and crops the padding)."""
+    """``gather_padded`` whose backward sums every rank's gradient for this rank's rows (and crops the padding)."""
 
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, shapes: list[Shape], rank: int, group: Any, pad: float) -> Tensor:
         ctx.shapes, ctx.rank, ctx.group = shapes, rank, group
-        return _gather_padded(tensor, shapes, group, pad)
+        return gather_padded(tensor, shapes, group, pad)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
@@ -98,7 +78,7 @@ def _gather_known(tensor: Tensor, shapes: Sequence[Shape], axis: int, pad: float
     if tensor.is_floating_point() or tensor.is_complex():
         gathered: Tensor = _GatherRows.apply(local, moved, dist.get_rank(group), group, fill)
     else:
-        gathered = _gather_padded(local, moved, group, fill)
+        gathered = gather_padded(local, moved, group, fill)
     return gathered.movedim(0, axis)
 
 
@@ -125,7 +105,7 @@ def all_gather_with_grad(
     it. Integer tensors (labels) are gathered without gradient. Shards that cannot be joined raise the same
     ``ValueError`` on every rank (the ranks exchange their shapes first).
     """
-    everyone = _exchange((tuple(tensor.shape), str(tensor.dtype)), group)
+    everyone = exchange((tuple(tensor.shape), str(tensor.dtype)), group)
     shapes = [shape for shape, _ in everyone]
     problem = _joinable("tensor", shapes, [dtype for _, dtype in everyone], axis, pad)
     if problem is not None:
@@ -284,7 +264,7 @@ class CrossRankLoss(nn.Module):
         named = dict(zip(names, args, strict=True)) | kwargs
         local = [_Argument.describe(name, value) for name, value in named.items()]
         status = self._local_status(named) if self.mode == "engine" else None
-        everyone = _exchange((local, status), self.group)
+        everyone = exchange((local, status), self.group)
         problem = _join_problem([arguments for arguments, _ in everyone], self.batch_axes)
         if problem is not None:
             raise ValueError(f"CrossRankLoss({type(self.loss).__name__}): {problem}")
