@@ -8,18 +8,16 @@ a hashing and a multi-label loss. Then the inputs that cannot be joined: every r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import pairloss
+from gloo_ranks import run_on_ranks
 from pairloss.losses.base import BatchAxis
 from pairloss.training.distributed import CrossRankLoss, all_gather_with_grad
 
@@ -161,36 +159,27 @@ def _run(compute: Compute, loss: nn.Module, out: int, rank: int | None, split: s
     return value.detach(), grads
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        results: dict[str, Any] = {}
-        for split in SHARDS:
-            for name, (make_loss, compute, out) in CASES.items():
-                results[f"{name}/{split}"] = _run(compute, CrossRankLoss(make_loss()), out, rank, split)
-        for name, call in _error_cases(rank).items():
-            try:
-                call()
-                results[f"error/{name}"] = "no error"
-            except ValueError as error:
-                results[f"error/{name}"] = str(error)
-        views = VIEWS[:, _part(rank, "unequal")]
-        results["gather/axis1"] = all_gather_with_grad(views, axis=1)
-        lists = LIST_REL[_part(rank, "unequal"), : 6 if rank == 0 else 8]
-        results["gather/padded"] = all_gather_with_grad(lists, pad=-1.0)
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _rank_results(rank: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for split in SHARDS:
+        for name, (make_loss, compute, out) in CASES.items():
+            results[f"{name}/{split}"] = _run(compute, CrossRankLoss(make_loss()), out, rank, split)
+    for name, call in _error_cases(rank).items():
+        try:
+            call()
+            results[f"error/{name}"] = "no error"
+        except ValueError as error:
+            results[f"error/{name}"] = str(error)
+    views = VIEWS[:, _part(rank, "unequal")]
+    results["gather/axis1"] = all_gather_with_grad(views, axis=1)
+    lists = LIST_REL[_part(rank, "unequal"), : 6 if rank == 0 else 8]
+    results["gather/padded"] = all_gather_with_grad(lists, pad=-1.0)
+    return results
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out_dir = tmp_path_factory.mktemp("cross_rank")
-    mp.spawn(_worker, args=(str(out_dir / "init"), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
+    return run_on_ranks(_rank_results, WORLD, tmp_path_factory.mktemp("cross_rank"))
 
 
 @pytest.mark.parametrize("split", list(SHARDS))

@@ -142,6 +142,8 @@ class Metric(nn.Module):
     """
 
     fields: ClassVar[tuple[Field, ...]]
+    #: A second set of inputs with its own ``update_*`` method (a gallery, a database); empty for most metrics.
+    reference_fields: ClassVar[tuple[Field, ...]] = ()
 
     def __init__(self, *, sync_on_compute: bool = True, process_group: Any = None) -> None:
         super().__init__()
@@ -153,7 +155,7 @@ class Metric(nn.Module):
 
     def reset(self) -> None:
         """Forget every batch."""
-        self._batches = {field.name: [] for field in self.fields}
+        self._batches = {field.name: [] for field in (*self.fields, *self.reference_fields)}
         self._given = {}
 
     def update(self, *args: Any, **kwargs: Any) -> None:
@@ -168,7 +170,7 @@ class Metric(nn.Module):
 
     def compute(self) -> Any:
         """The metric on every batch since the last :meth:`reset` (of every rank, with ``sync_on_compute``)."""
-        inputs = {field.name: self._joined(field) for field in self.fields}
+        inputs = {field.name: self._joined(field) for field in (*self.fields, *self.reference_fields)}
         required = [f.name for f in self.fields if not f.optional]
         if all(inputs[name] is None for name in required):
             raise ValueError(f"{type(self).__name__} has no data: call update() before compute()")
@@ -179,6 +181,13 @@ class Metric(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------------------
+
+    def _add_reference(self, *values: Any) -> None:
+        self._append(self.reference_fields, self._bind(self.reference_fields, values, {}))
+
+    def _local(self, fields: Sequence[Field]) -> dict[str, Tensor | None]:
+        """This rank's batches so far, joined (no synchronisation)."""
+        return {f.name: _join(self._batches[f.name], f) if self._batches[f.name] else None for f in fields}
 
     def _bind(self, fields: Sequence[Field], args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Tensor | None]:
         names = [field.name for field in fields]
@@ -294,25 +303,17 @@ class RetrievalMetrics(Metric):
             "memory_budget": memory_budget,
         }
 
-    def reset(self) -> None:
-        super().reset()
-        self._batches |= {field.name: [] for field in self.reference_fields}
-
     def update_reference(self, embeddings: Tensor, labels: Tensor) -> None:
         """Add gallery items (searched by the queries of :meth:`update`)."""
-        self._append(self.reference_fields, self._bind(self.reference_fields, (embeddings, labels), {}))
-
-    def compute(self) -> Any:
-        reference = {field.name: self._joined(field) for field in self.reference_fields}
-        queries = {field.name: self._joined(field) for field in self.fields}
-        if queries["embeddings"] is None:
-            raise ValueError(f"{type(self).__name__} has no data: call update() before compute()")
-        return self.evaluate(**queries, **reference)
+        self._add_reference(embeddings, labels)
 
     def evaluate(self, **inputs: Tensor | None) -> Any:
+        """The metrics of the given queries against the given gallery (by default this rank's gallery so far)."""
+        if "reference" not in inputs:  # forward: this batch of queries
+            inputs |= self._local(self.reference_fields)
         embeddings, labels = inputs["embeddings"], inputs["labels"]
         assert embeddings is not None and labels is not None
-        return retrieval(embeddings, labels, inputs.get("reference"), inputs.get("reference_labels"), **self.options)
+        return retrieval(embeddings, labels, inputs["reference"], inputs["reference_labels"], **self.options)
 
 
 class _OneRetrievalMetric(RetrievalMetrics):
@@ -472,7 +473,7 @@ class HammingMAP(Metric):
     """
 
     fields = (Field("codes"), Field("labels"))
-    database_fields = (Field("database_codes", optional=True), Field("database_labels", optional=True))
+    reference_fields = (Field("database_codes", optional=True), Field("database_labels", optional=True))
 
     def __init__(self, top_k: int | None = None, *, sync_on_compute: bool = True, process_group: Any = None) -> None:
         super().__init__(sync_on_compute=sync_on_compute, process_group=process_group)
@@ -480,29 +481,14 @@ class HammingMAP(Metric):
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.top_k = top_k
 
-    def reset(self) -> None:
-        super().reset()
-        self._batches |= {field.name: [] for field in self.database_fields}
-
     def update_database(self, codes: Tensor, labels: Tensor) -> None:
         """Add database items (ranked for every query)."""
-        self._append(self.database_fields, self._bind(self.database_fields, (codes, labels), {}))
-
-    def compute(self) -> Any:
-        database = {field.name: self._joined(field) for field in self.database_fields}
-        queries = {field.name: self._joined(field) for field in self.fields}
-        if queries["codes"] is None or database["database_codes"] is None:
-            raise ValueError(
-                f"{type(self).__name__} needs queries (update) and a database (update_database) before compute()"
-            )
-        return self.evaluate(**queries, **database)
+        self._add_reference(codes, labels)
 
     def evaluate(self, **inputs: Tensor | None) -> Any:
         """Hamming mAP of the given queries against the given database (by default this rank's database so far)."""
-        if "database_codes" not in inputs:
-            inputs |= {
-                f.name: _join(self._batches[f.name], f) if self._batches[f.name] else None for f in self.database_fields
-            }
+        if "database_codes" not in inputs:  # forward: this batch of queries against the database so far
+            inputs |= self._local(self.reference_fields)
         codes, labels = _host(inputs["codes"]), _host(inputs["labels"])
         database, database_labels = _host(inputs["database_codes"]), _host(inputs["database_labels"])
         if database is None or database_labels is None:
