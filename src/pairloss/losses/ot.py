@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -51,6 +52,12 @@ DEFAULT_OT_MEMORY_BUDGET = 8 * 2**30
 
 #: Tensors of ``n_1 ⋯ n_k`` entries alive at once during a solve (cost, log-coupling, two temporaries).
 WORKING_COPIES = 4
+
+#: On a CPU, a solve whose tensor has at most this many entries runs on one thread. Each sweep is two
+#: memory-bound matrix-vector passes, which a second thread speeds up little, while every pass of a multi-threaded
+#: solve waits for its slowest thread: with another process on a core, each pass costs a scheduler slice (measured
+#: on 2 shared cores: n = 32, k = 4 took 8.9 s on 2 threads and 0.49 s on one). Set to 0 to keep torch's setting.
+SINGLE_THREAD_ENTRIES = 2**26
 
 
 def _format_bytes(n_bytes: float) -> str:
@@ -287,6 +294,20 @@ def _log_marginal(log_p: Tensor, l: int) -> Tensor:
     return (folded - top).exp_().sum(dim=(0, 2)).log_() + top.reshape(-1)
 
 
+@contextmanager
+def _solver_threads(cost: Tensor) -> Iterator[None]:
+    """One CPU thread for a solve of at most :data:`SINGLE_THREAD_ENTRIES` entries; torch's setting otherwise."""
+    before = torch.get_num_threads()
+    if cost.device.type != "cpu" or cost.numel() > SINGLE_THREAD_ENTRIES or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def multimarginal_sinkhorn(
     cost: Tensor,
     weights: Sequence[Tensor | None] | None = None,
@@ -313,8 +334,11 @@ def multimarginal_sinkhorn(
         check_every: sweeps between two evaluations of the marginal error (one extra pass over the tensor).
         memory_budget: bytes the solve may take (``None``: unchecked); ``ValueError`` beyond it.
 
-    The iterations run without autograd; differentiate through :class:`~pairloss.losses.multiview.M3GLoss` or
-    by Danskin's theorem (``∂OT_ε/∂C = P``).
+    The first sweep runs in the log domain; the following ones scale the kernel ``K = P`` (``P = K ⊙ ⊗u``), each
+    in two matrix-vector passes over ``K`` whatever ``k`` (see :func:`_kernel_sweep`), with the marginal error read
+    from the first pass; the scalings are absorbed into ``log P`` before they can overflow. On a CPU, solves of at
+    most :data:`SINGLE_THREAD_ENTRIES` entries run on one thread. The iterations run without autograd;
+    differentiate through :class:`~pairloss.losses.multiview.M3GLoss` or by Danskin's theorem (``∂OT_ε/∂C = P``).
     """
     check_floating(cost, "cost")
     k = cost.ndim
@@ -329,7 +353,7 @@ def multimarginal_sinkhorn(
     if max_iter < 1 or check_every < 1:
         raise ValueError(f"max_iter and check_every must be >= 1, got {max_iter} and {check_every}")
     a = _check_weights(weights, cost)
-    with torch.no_grad():
+    with torch.no_grad(), _solver_threads(cost):
         if epsilon is None:
             scale = 0.05 if relative_epsilon is None else check_positive(relative_epsilon, "relative_epsilon")
             spread = float(cost.std()) if cost.numel() > 1 else 0.0
