@@ -1,6 +1,7 @@
 """Multi-marginal Sinkhorn: pairloss vs OTT-JAX's ``MMSinkhorn`` on CPU, time, memory and sweeps to one tolerance.
 
-``python -m benchmarks.mm_sinkhorn [--quick] [--out DIR]`` writes ``DIR/mm_sinkhorn[-quick].json`` and prints a table.
+``python -m benchmarks.mm_sinkhorn [--quick] [--out DIR]`` writes ``DIR/mm_sinkhorn[-quick].json``, prints a table
+and (full runs) regenerates its table in ``docs/benchmarks.md``; ``--docs-only`` regenerates the table from the JSON.
 
 Method. For each ``(n, k)``: ``k`` point clouds of ``n`` Gaussian points in ``d = 8``, squared-Euclidean pairwise
 cost, uniform marginals, float32, ``ε = 0.05 × std(C)`` (OTT-JAX's default), stopping when the L1 marginal error
@@ -8,7 +9,8 @@ summed over the ``k`` marginals is below ``1e-3``, checked every 10 sweeps by bo
 ``inner_iterations``). The timed call builds the cost tensor and solves, for both solvers. Each solver of each size
 runs in a fresh Python process (``python -m benchmarks.mm_sinkhorn --child``), the two solvers of one size back to
 back: one warm-up run (JAX compiles there), then the kernel's peak-RSS mark is reset and ``repeats`` timed runs
-follow; the median time is reported, and the peak memory is ``VmHWM − VmRSS`` over the timed runs. The regularised
+follow; the median time is reported, the CPU time (user + system, all threads) per run, and the peak memory
+``VmHWM − VmRSS`` over the timed runs. The regularised
 costs are compared in OTT-JAX's convention (negative entropy): ``OT^H = OT^KL − ε Σ_l H(a_l)``.
 
 Conditions, all in one run: ``idle`` (no other process started by the benchmark; the load average is recorded) and
@@ -32,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.report import update_docs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FULL_SIZES = [(32, 3), (64, 3), (128, 3), (32, 4), (64, 4)]
 QUICK_SIZES = [(32, 3), (64, 3), (32, 4)]
@@ -120,6 +126,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     Path("/proc/self/clear_refs").write_text("5")
     baseline = _status_bytes("VmRSS")
     times = []
+    cpu_start = sum(os.times()[:2])
     for _ in range(spec["repeats"]):
         start = time.perf_counter()
         result = solve()
@@ -128,6 +135,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         "status": "ok",
         "seconds": statistics.median(times),
         "all_seconds": times,
+        "cpu_seconds_per_run": (sum(os.times()[:2]) - cpu_start) / spec["repeats"],
         "peak_bytes": _status_bytes("VmHWM") - baseline,
         **result,
     }
@@ -143,7 +151,7 @@ def _measure(solver: str, n: int, k: int, threads: int | None, repeats: int) -> 
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
         check=False,
     )
     if done.returncode != 0:
@@ -215,17 +223,27 @@ HEADER = (
 )
 
 
+def table(payload: dict[str, Any]) -> str:
+    """The Markdown table of a run (one row per condition, threads and size)."""
+    return "\n".join([HEADER, *(_line(row) for row in payload["rows"])])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mm_sinkhorn", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--quick", action="store_true", help="the three smallest sizes, one timed run")
+    parser.add_argument("--docs-only", action="store_true", help="regenerate the docs table from the JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(json.loads(args.child))), flush=True)
         return
-    print(HEADER, flush=True)
-    run(args.out, args.quick)
+    if not args.docs_only:
+        print(HEADER, flush=True)
+        run(args.out, args.quick)
+    if not args.quick:
+        payload = json.loads((args.out / "mm_sinkhorn.json").read_text())
+        update_docs(ROOT / "docs" / "benchmarks.md", "mm_sinkhorn", table(payload))
 
 
 if __name__ == "__main__":

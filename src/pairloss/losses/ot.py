@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pairloss._validation import check_floating, check_positive
+from pairloss._validation import check_floating, check_positive, check_tensor
 
 __all__ = [
     "DEFAULT_OT_MEMORY_BUDGET",
@@ -94,6 +94,20 @@ def pairwise_pairs(k: int) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(k), 2))
 
 
+@contextmanager
+def _one_cpu_thread(entries: int, device: torch.device) -> Iterator[None]:
+    """One CPU thread for work on at most :data:`SINGLE_THREAD_ENTRIES` entries; torch's setting otherwise."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or entries > SINGLE_THREAD_ENTRIES or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pairwise_cost_tensor(pairwise: Sequence[Tensor], sizes: Sequence[int]) -> Tensor:
     """The cost tensor ``C[i_1..i_k] = Σ_{l<m} c_lm[i_l, i_m]`` built by broadcasting ``k(k−1)/2`` matrices.
 
@@ -104,16 +118,18 @@ def pairwise_cost_tensor(pairwise: Sequence[Tensor], sizes: Sequence[int]) -> Te
     pairs = pairwise_pairs(k)
     if len(pairwise) != len(pairs):
         raise ValueError(f"{k} marginals need {len(pairs)} pairwise cost matrices, got {len(pairwise)}")
-    first = pairwise[0]
-    cost = torch.zeros(tuple(sizes), dtype=first.dtype, device=first.device)
     for (l, m), matrix in zip(pairs, pairwise, strict=True):
         if tuple(matrix.shape) != (sizes[l], sizes[m]):
             raise ValueError(
                 f"pairwise cost ({l}, {m}) must have shape {(sizes[l], sizes[m])}, got {tuple(matrix.shape)}"
             )
-        view = [1] * k
-        view[l], view[m] = sizes[l], sizes[m]
-        cost += matrix.reshape(view)
+    first = pairwise[0]
+    with _one_cpu_thread(math.prod(sizes), first.device):
+        cost = torch.zeros(tuple(sizes), dtype=first.dtype, device=first.device)
+        for (l, m), matrix in zip(pairs, pairwise, strict=True):
+            view = [1] * k
+            view[l], view[m] = sizes[l], sizes[m]
+            cost += matrix.reshape(view)
     return cost
 
 
@@ -187,7 +203,8 @@ class MultiMarginalResult:
         """
         coupling = self.coupling()
         k = coupling.ndim
-        return [coupling.sum(dim=tuple(d for d in range(k) if d not in (l, m))) for l, m in pairwise_pairs(k)]
+        with _one_cpu_thread(coupling.numel(), coupling.device):
+            return [coupling.sum(dim=tuple(d for d in range(k) if d not in (l, m))) for l, m in pairwise_pairs(k)]
 
     def transport_cost(self) -> Tensor:
         """The linear part ``⟨P, C⟩`` (what POT's ``sinkhorn2`` returns)."""
@@ -294,20 +311,6 @@ def _log_marginal(log_p: Tensor, l: int) -> Tensor:
     return (folded - top).exp_().sum(dim=(0, 2)).log_() + top.reshape(-1)
 
 
-@contextmanager
-def _solver_threads(cost: Tensor) -> Iterator[None]:
-    """One CPU thread for a solve of at most :data:`SINGLE_THREAD_ENTRIES` entries; torch's setting otherwise."""
-    before = torch.get_num_threads()
-    if cost.device.type != "cpu" or cost.numel() > SINGLE_THREAD_ENTRIES or before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def multimarginal_sinkhorn(
     cost: Tensor,
     weights: Sequence[Tensor | None] | None = None,
@@ -340,6 +343,32 @@ def multimarginal_sinkhorn(
     most :data:`SINGLE_THREAD_ENTRIES` entries run on one thread. The iterations run without autograd;
     differentiate through :class:`~pairloss.losses.multiview.M3GLoss` or by Danskin's theorem (``∂OT_ε/∂C = P``).
     """
+    check_tensor(cost, "cost")
+    with _one_cpu_thread(cost.numel(), cost.device):
+        return _solve(
+            cost,
+            weights,
+            epsilon=epsilon,
+            relative_epsilon=relative_epsilon,
+            tol=tol,
+            max_iter=max_iter,
+            check_every=check_every,
+            memory_budget=memory_budget,
+        )
+
+
+def _solve(
+    cost: Tensor,
+    weights: Sequence[Tensor | None] | None = None,
+    *,
+    epsilon: float | None = None,
+    relative_epsilon: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+    check_every: int = 1,
+    memory_budget: int | None = DEFAULT_OT_MEMORY_BUDGET,
+) -> MultiMarginalResult:
+    """:func:`multimarginal_sinkhorn` on the threads that its caller chose."""
     check_floating(cost, "cost")
     k = cost.ndim
     if k < 2:
@@ -353,7 +382,7 @@ def multimarginal_sinkhorn(
     if max_iter < 1 or check_every < 1:
         raise ValueError(f"max_iter and check_every must be >= 1, got {max_iter} and {check_every}")
     a = _check_weights(weights, cost)
-    with torch.no_grad(), _solver_threads(cost):
+    with torch.no_grad():
         if epsilon is None:
             scale = 0.05 if relative_epsilon is None else check_positive(relative_epsilon, "relative_epsilon")
             spread = float(cost.std()) if cost.numel() > 1 else 0.0
@@ -391,7 +420,7 @@ def multimarginal_sinkhorn(
                 log_p.add_(log_u.reshape(shapes[l]))
                 g[l] += log_u
                 u[l] = torch.ones_like(u[l])
-            return log_p.exp(), marginal
+            return torch.exp(log_p, out=kernel), marginal
 
         kernel, last = log_domain_sweep()
         errors: list[float] = []

@@ -286,11 +286,12 @@ class CrossRankLoss(nn.Module):
 
     def _local_status(self, named: dict[str, Any]) -> str | None:
         """The local input check of an engine loss: ``None`` (fine), ``"empty"`` (no sample here), or its error."""
-        embeddings = named.get("embeddings")
-        if isinstance(embeddings, Tensor) and embeddings.ndim == 2 and embeddings.shape[0] == 0:
-            return "empty"
+        for name in ("embeddings", "ref_emb"):
+            value = named.get(name)
+            if isinstance(value, Tensor) and value.ndim == 2 and value.shape[0] == 0:
+                return "empty"
         try:
-            check_pair_inputs(embeddings, named.get("labels"), named.get("ref_emb"), named.get("ref_labels"))  # type: ignore[arg-type]
+            check_pair_inputs(*(named.get(name) for name in ("embeddings", "labels", "ref_emb", "ref_labels")))  # type: ignore[arg-type]
         except ValueError as error:
             return str(error)
         return None
