@@ -16,6 +16,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,16 +156,36 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _set_aside(path: Path, reason: str) -> None:
+    """Copy ``path`` to the first free ``path.bak``, ``path.bak1``, ... and warn that it is being replaced."""
+    backup, number = path.with_name(path.name + ".bak"), 0
+    while backup.exists():
+        number += 1
+        backup = path.with_name(f"{path.name}.bak{number}")
+    shutil.copy2(path, backup)
+    warnings.warn(f"{path} {reason}; it will be replaced (a copy is kept in {backup})", stacklevel=3)
+
+
 def _load_finished(path: Path, config: Mapping[str, Any]) -> dict[int, SeedResult]:
+    """The seeds a previous run with the same config finished; a file that cannot be resumed is set aside."""
     if not path.exists():
         return {}
     try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        _set_aside(path, f"is not valid JSON ({error})")
+        return {}
+    if not isinstance(saved, dict) or not isinstance(saved.get("per_seed", {}), dict):
+        _set_aside(path, "does not hold a recipe result (an object with 'config' and 'per_seed')")
         return {}
     if saved.get("config") != json.loads(json.dumps(config)):
+        _set_aside(path, "was written with another config")
         return {}
-    return {int(seed): SeedResult(**entry) for seed, entry in saved.get("per_seed", {}).items()}
+    try:
+        return {int(seed): SeedResult(**entry) for seed, entry in saved.get("per_seed", {}).items()}
+    except (TypeError, ValueError) as error:
+        _set_aside(path, f"has a malformed per-seed entry ({error})")
+        return {}
 
 
 def _write(result: RecipeResult, recipe: Recipe, verdict: str | None) -> None:
