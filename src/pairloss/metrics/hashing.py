@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 from numpy.typing import NDArray
 from torch import Tensor
 
+from pairloss._optional import require
 from pairloss._validation import check_int
 
 __all__ = [
@@ -110,6 +110,7 @@ def hamming_ranking(
     for name, labels, n in (("query_labels", query_labels, n_q), ("db_labels", db_labels, n_db)):
         if len(_as_numpy(labels)) != n:
             raise ValueError(f"{name} has {len(_as_numpy(labels))} entries for {n} codes: each code needs a label")
+    faiss = require("faiss", "retrieval")
     index = faiss.IndexBinaryFlat(8 * d_packed.shape[1])
     index.add(d_packed)
     distances = np.empty((n_q, n_db), dtype=np.int64)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
 from torch import Tensor
 
+from pairloss._optional import require
 from pairloss._validation import check_int, undefined
 
 __all__ = ["kendall_tau", "precision_at_n", "recall_at_n", "top_n_hits"]
@@ -130,6 +130,7 @@ def kendall_tau(scores: Tensor, target: Tensor, valid: Tensor | None = None) -> 
     s = scores.detach().cpu().double().numpy()
     t = target.detach().cpu().double().numpy()
     v = np.ones_like(s, dtype=bool) if valid_mask is None else valid_mask.cpu().numpy()
+    kendalltau = require("scipy.stats", "metrics").kendalltau
     taus = []
     for row_s, row_t, row_v in zip(s, t, v):
         if row_v.sum() < 2:

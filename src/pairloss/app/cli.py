@@ -39,7 +39,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
 ) -> None:
     """Open-set retrieval on the bundled digits: train on classes 0–4, retrieve classes 5–9."""
-    from pairloss.demo import DEFAULT_LOSSES, run_demo
+    from pairloss.app.demo import DEFAULT_LOSSES, run_demo
 
     run_demo(losses=loss or list(DEFAULT_LOSSES), epochs=epochs, seed=seed, out=out, console=console)
 
@@ -52,7 +52,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train on digits 0–4 and evaluate on 5–9; under `torchrun --nproc-per-node N` the batch spans the processes."""
-    from pairloss.training.launch import train_digits
+    from pairloss.app.launch import train_digits
 
     result = train_digits(loss=loss, epochs=epochs, batch_size=batch_size, seed=seed)
     if result.metrics:
@@ -70,6 +70,7 @@ def reproduce(
     all_: Annotated[bool, typer.Option("--all", help="Run every recipe.")] = False,
 ) -> None:
     """Reproduce a paper's headline claim: writes OUT/NAME/results.json, table.md and figure.png."""
+    from pairloss.app.progress import RichReporter
     from pairloss.recipes import all_recipes, get_recipe, run_recipe
 
     recipes = all_recipes()
@@ -92,7 +93,7 @@ def reproduce(
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
     for recipe_name in names:
-        result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick)
+        result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=RichReporter())
         console.rule(f"{recipe_name}: {recipes[recipe_name].title}")
         console.print(result.table_path.read_text())
         console.print(f"wrote {result.results_path}, {result.table_path}, {result.figure_path}")
