@@ -329,3 +329,23 @@ def test_a_matching_results_file_resumes_without_warning(tmp_path: Path) -> None
     assert sorted(result.seeds) == [0, 1]
     assert not (tmp_path / "tiny" / "results.json.bak").exists()
     np.testing.assert_equal(result.summary["method"]["score"]["mean"], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[]", "does not hold a results object"),
+        ('{"protocol": 1, "name": "toy", "per_seed": {"0": ', "is not valid JSON"),
+        ('{"protocol": -1, "name": "toy"}', "another protocol version, recipe, mode or configuration"),
+    ],
+)
+def test_the_protocol_sets_aside_a_results_file_it_cannot_resume(tmp_path: Path, content: str, reason: str) -> None:
+    from types import SimpleNamespace
+
+    from pairloss.recipes.protocol import _resumable
+
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.warns(UserWarning, match=reason):
+        assert _resumable(path, SimpleNamespace(name="toy"), {"n": 1}, "quick") is None  # type: ignore[arg-type]
+    assert (tmp_path / "results.json.bak").read_text() == content
