@@ -85,6 +85,12 @@ def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def check_class_shape(num_classes: int, embedding_size: int) -> None:
+    """Check the two sizes of a learnable class matrix (proxies, classifier weights): positive ints."""
+    check_int(num_classes, "num_classes", minimum=1)
+    check_int(embedding_size, "embedding_size", minimum=1)
+
+
 def undefined(metric: str, reason: str) -> float:
     """NaN for a metric that no input defines, with a ``RuntimeWarning`` saying why (never a silent NaN)."""
     warnings.warn(f"{metric} is undefined ({reason}); returning NaN", RuntimeWarning, stacklevel=3)
