@@ -292,7 +292,7 @@ def _tiny_recipe() -> Recipe:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        ("[]", "does not hold a recipe result"),
+        ("[]", "does not hold a results object"),
         ('{"config": {"n": 1, "quick": false}, "per_seed": {"0": {"metr', "is not valid JSON"),
         ('{"config": {"n": 2, "quick": false}, "per_seed": {}}', "another config"),
         ('{"config": {"n": 1, "quick": false}, "per_seed": {"0": {"x": 1}}}', "malformed per-seed entry"),
