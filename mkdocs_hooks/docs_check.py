@@ -25,8 +25,9 @@ __all__ = ["check_page", "check_site", "check_stylesheet"]
 
 log = logging.getLogger("mkdocs.hooks.docs_check")
 
-#: Text that only TeX left unrendered contains.
-_TEX_IN_TEXT = re.compile(r"\\[()\[\]]|\$\$|\\[a-zA-Z]{2,}")
+#: Text that only TeX left unrendered contains: ``\(``, ``\[``, ``$$``, a ``\command``, or a ``$ ... $`` span with
+#: a TeX character in it (``$K = $``; a price such as ``$5 and $6`` has none).
+_TEX_IN_TEXT = re.compile(r"\\[()\[\]]|\$\$|\\[a-zA-Z]{2,}|\$[^$\n]*[=^_{}\\][^$\n]*\$")
 _NETWORK = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
 _TOKENS = {"mi", "mo", "mn", "mtext", "ms"}
 #: MathML elements that take a fixed number of children (a missing one is a formula the converter misread).

@@ -77,6 +77,7 @@ def test_a_formula_that_cannot_be_read_names_the_page() -> None:
         ("<p>the loss \\(L = \\sum_i x_i\\) is</p>", "unrendered TeX in the text"),
         ("<p>$$L = 1$$</p>", "unrendered TeX"),
         ("<p>so \\alpha grows</p>", "unrendered TeX"),
+        ("<p>a kernel $K = $ (current P)</p>", "unrendered TeX"),
         ("<math><mo>\\lVert</mo><mi>x</mi></math>", "TeX command left inside a formula"),
         ("<math><merror><mtext>?</mtext></merror></math>", "could not read"),
         (to_mathml(r"\frac{1}", display=False), "<mfrac> with 1 parts instead of 2"),
