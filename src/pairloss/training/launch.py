@@ -9,9 +9,6 @@ single-process update on the global batch (the tests check the parameters after 
 from __future__ import annotations
 
 import gc
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pairloss.data import MPerClassSampler, open_set_digits
-from pairloss.distributed import CrossRankLoss
+from pairloss.distributed import CrossRankLoss, process_group_from_environment
 from pairloss.models import MLPEmbedder
 from pairloss.progress import Reporter
 
@@ -34,21 +31,6 @@ class TrainResult:
     model: nn.Module
     metrics: dict[str, float]
     world_size: int
-
-
-@contextmanager
-def _process_group_from_environment() -> Iterator[None]:
-    """Inside: the process group that ``torchrun`` describes (``WORLD_SIZE > 1``), started here and destroyed on
-    leaving once every rank is done; a group that already exists is used and left to its owner."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        yield
-        dist.barrier()  # every rank is done before the group (and rank 0's store) goes away
-    finally:
-        dist.destroy_process_group()
 
 
 def train_digits(
@@ -72,7 +54,7 @@ def train_digits(
 
     if loss not in DEMO_LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose from {sorted(DEMO_LOSSES)}")
-    with _process_group_from_environment():
+    with process_group_from_environment():
         distributed = dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
