@@ -153,5 +153,7 @@ def write_mulan(root: Path, name: str = "tiny", n_features: int = 5, n_labels: i
             rows.append(",".join([*(f"{v:.4f}" for v in x), *(str(v) for v in labels)]))
         (root / f"{name}-{split}.arff").write_text("\n".join([*header, "@data", *rows]) + "\n")
     labels_xml = "".join(f'<label name="l{j}"></label>' for j in range(n_labels))
-    (root / f"{name}.xml").write_text(f'<?xml version="1.0"?><labels xmlns="http://mulan.sourceforge.net/labels">{labels_xml}</labels>')
+    (root / f"{name}.xml").write_text(
+        f'<?xml version="1.0"?><labels xmlns="http://mulan.sourceforge.net/labels">{labels_xml}</labels>'
+    )
     return root

@@ -42,13 +42,20 @@ def _resize(image: Image.Image, size: Resize) -> Image.Image:
     return image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
 
 
+def _check_normalisation(mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std need 3 values each (std > 0), got {list(mean)} and {list(std)}")
+
+
 def _to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array).permute(2, 0, 1)
     return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
-def _crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, ...]:
+def _crop_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop sampling: ``(left, top, right, bottom)``."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -91,10 +98,15 @@ class TrainTransform:
     resize: Resize = None
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    color_jitter: tuple[float, float, float, float] | None = None
+    color_jitter: tuple[float, ...] | None = None
     flip: bool = True
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        _check_normalisation(self.mean, self.std)
+        if self.color_jitter is not None and len(self.color_jitter) != 4:
+            raise ValueError(f"color_jitter must be (brightness, contrast, saturation, hue), got {self.color_jitter}")
 
     def __call__(self, image: Image.Image) -> Tensor:
         image = _resize(image.convert("RGB"), self.resize)
@@ -127,8 +139,11 @@ class EvalTransform:
 
     size: int
     resize: Resize = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        _check_normalisation(self.mean, self.std)
 
     def __call__(self, image: Image.Image) -> Tensor:
         resize = self.resize if self.resize is not None else round(self.size * 256 / 224)

@@ -136,7 +136,7 @@ class _TowerFeatures(nn.Module):
 
 
 def _feature_size(model: nn.Module, kind: str) -> int:
-    config = model.config  # type: ignore[attr-defined]
+    config: Any = model.config
     if kind == "ResNetModel":
         return int(config.hidden_sizes[-1])
     if kind == "CLIPVisionModelWithProjection":
@@ -187,20 +187,20 @@ def build_vision_tower(
 
 
 class EmbeddingModel(nn.Module):
-    """``features → [layer norm] → [dropout] → linear → [batch norm] → [tanh] → [L2 normalisation]``.
-
-    ``frozen_batch_norm`` keeps the tower's 2-d batch-norm layers in evaluation mode during training, as the RS@k
-    and Boudiaf et al. code do with pretrained ResNets (the head's own batch norm still trains).
+    """``features → [layer norm] → linear → [batch norm] → [dropout] → [tanh] → [L2 normalisation]``.
 
     The heads of the papers: RS@k's code adds a layer norm before the linear layer and normalises; Boudiaf et al.
-    use an affine-free batch norm (Cars196, SOP); the hashing losses end in ``tanh`` (``activation="tanh"``).
+    use the 2048 ResNet features themselves (``embedding_dim=None``: no linear layer) with an affine-free batch norm
+    (Cars196, SOP) and dropout before their classifier; the hashing losses end in ``tanh`` (``activation="tanh"``).
+    ``frozen_batch_norm`` keeps the tower's 2-d batch-norm layers in evaluation mode during training, as the RS@k
+    and Boudiaf et al. code do with pretrained ResNets (the head's own batch norm still trains).
     """
 
     def __init__(
         self,
         features: nn.Module,
         num_features: int,
-        embedding_dim: int,
+        embedding_dim: int | None,
         *,
         layer_norm: bool = False,
         dropout: float = 0.0,
@@ -210,15 +210,16 @@ class EmbeddingModel(nn.Module):
         frozen_batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if embedding_dim is not None and embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1 or None, got {embedding_dim}")
         if activation not in (None, "tanh"):
             raise ValueError(f"activation must be None or 'tanh', got {activation!r}")
+        self.embedding_dim = num_features if embedding_dim is None else embedding_dim
         self.features = features
         self.layer_norm = nn.LayerNorm(num_features) if layer_norm else nn.Identity()
+        self.linear = nn.Identity() if embedding_dim is None else nn.Linear(num_features, embedding_dim)
+        self.batch_norm = nn.BatchNorm1d(self.embedding_dim, affine=False) if batch_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.linear = nn.Linear(num_features, embedding_dim)
-        self.batch_norm = nn.BatchNorm1d(embedding_dim, affine=False) if batch_norm else nn.Identity()
         self.normalize = normalize
         self.activation: Callable[[Tensor], Tensor] | None = torch.tanh if activation == "tanh" else None
         self.frozen_batch_norm = frozen_batch_norm
@@ -233,7 +234,7 @@ class EmbeddingModel(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.batch_norm(self.linear(self.dropout(self.layer_norm(self.features(x)))))
+        out: Tensor = self.dropout(self.batch_norm(self.linear(self.layer_norm(self.features(x)))))
         if self.activation is not None:
             out = self.activation(out)
         return F.normalize(out, dim=-1) if self.normalize else out
@@ -250,7 +251,7 @@ def freeze_batch_norm(model: nn.Module) -> nn.Module:
 
 def build_embedding_model(
     backbone: str,
-    embedding_dim: int,
+    embedding_dim: int | None,
     *,
     weights: str | Path | None = None,
     hub_id: str | None = None,

@@ -55,10 +55,9 @@ def list_configs() -> list[ConfigInfo]:
     for path in sorted(_configs_folder().glob("*.yaml")):
         if path.stem == _DEFAULTS:
             continue
-        raw = OmegaConf.load(path)
-        infos.append(
-            ConfigInfo(path.stem, str(raw.get("description", "")), str(raw.get("paper", "")), str(raw.get("expected", "")))
-        )
+        raw: Any = OmegaConf.load(path)
+        fields = (str(raw.get(key, "")) for key in ("description", "paper", "expected"))
+        infos.append(ConfigInfo(path.stem, *fields))
     return infos
 
 

@@ -233,8 +233,7 @@ def run_experiment(config: Any, reporter: ProgressReporter | None = None) -> Exp
     from omegaconf import OmegaConf
 
     out = Path(config.out)
-    resolved = OmegaConf.to_container(config, resolve=True)
-    assert isinstance(resolved, dict)
+    resolved: dict[str, Any] = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
     with process_group_from_environment():
         distributed = dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)

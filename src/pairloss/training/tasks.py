@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from pairloss.data.samplers import MPerClassSampler
 from pairloss.distributed import all_gather_with_grad
@@ -85,8 +85,9 @@ def build_loss(section: Any, **available: Any) -> nn.Module:
 
     from pairloss.losses.base import registered_losses
 
-    options = OmegaConf.to_container(section, resolve=True) if not isinstance(section, dict) else dict(section)
-    assert isinstance(options, dict)
+    options: dict[str, Any] = (
+        OmegaConf.to_container(section, resolve=True) if not isinstance(section, dict) else dict(section)  # type: ignore[assignment]
+    )
     name = options.pop("name")
     losses = registered_losses()
     if name not in losses:
@@ -166,17 +167,20 @@ def _image_transforms(data: Any) -> tuple[Any, Any]:
     from pairloss.data.transforms import EvalTransform, TrainTransform
 
     resize = data.resize if data.resize is None or isinstance(data.resize, int) else tuple(data.resize)
+    mean, std = tuple(float(v) for v in data.mean), tuple(float(v) for v in data.std)
     train = TrainTransform(
         size=int(data.image_size),
         resize=resize,
         scale=(float(data.crop_scale[0]), float(data.crop_scale[1])),
         ratio=(float(data.crop_ratio[0]), float(data.crop_ratio[1])),
         color_jitter=tuple(float(v) for v in data.color_jitter) if data.color_jitter is not None else None,
+        mean=mean,
+        std=std,
     )
-    return train, EvalTransform(size=int(data.image_size), resize=resize)
+    return train, EvalTransform(size=int(data.image_size), resize=resize, mean=mean, std=std)
 
 
-def _image_model(config: Any, **head: Any) -> nn.Module:
+def _image_model(config: Any, **head: Any) -> Any:
     from omegaconf import OmegaConf
 
     from pairloss.models.vision import build_embedding_model
@@ -184,11 +188,11 @@ def _image_model(config: Any, **head: Any) -> nn.Module:
     m = config.model
     return build_embedding_model(
         m.backbone,
-        int(m.embedding_dim),
+        None if m.embedding_dim is None else int(m.embedding_dim),
         weights=m.weights,
         hub_id=m.hub_id,
         image_size=int(config.data.image_size),
-        arch=OmegaConf.to_container(m.arch),
+        arch=OmegaConf.to_container(m.arch),  # type: ignore[arg-type]
         pooling=m.pooling,
         frozen_batch_norm=bool(m.frozen_batch_norm),
         layer_norm=bool(m.layer_norm),
@@ -202,7 +206,7 @@ def _image_task(ctx: RunContext, kind: str, train_set: Dataset[Any], train_label
     """The parts every image task shares: the model, the loss, the batches."""
     c = ctx.config
     model = _image_model(c, **head)
-    loss = build_loss(c.loss, num_classes=int(train_labels.max()) + 1, embedding_size=int(c.model.embedding_dim))
+    loss = build_loss(c.loss, num_classes=int(train_labels.max()) + 1, embedding_size=model.embedding_dim)
     batch_size, m = int(c.train.batch_size), int(c.data.m_per_class)
     steps = len(global_batches(train_labels, batch_size, m, int(c.train.seed)))
 
@@ -266,7 +270,9 @@ def _hashing_task(ctx: RunContext) -> Task:
             return None
         ranking = hamming_ranking(query, labels[split.query], database, labels[split.database])
         top_k = c.eval.map_top_k
-        return {"map" if top_k is None else f"map@{int(top_k)}": hamming_map(ranking, None if top_k is None else int(top_k))}
+        return {
+            "map" if top_k is None else f"map@{int(top_k)}": hamming_map(ranking, None if top_k is None else int(top_k))
+        }
 
     task.evaluate = evaluate
     return task
