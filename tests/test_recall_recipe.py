@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from pairloss.progress import Reporter
 from pairloss.recipes import get_recipe, run_recipe
 from pairloss.recipes.recall_at_k import RUNS
+from pairloss.training.reporting import Reporter
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairloss.progress import Reporter
+from pairloss.training.reporting import Reporter
 
 __all__ = ["Recipe", "RecipeResult", "SeedResult", "aggregate", "markdown_table", "run_recipe"]
 

@@ -46,9 +46,9 @@ from pairloss.losses.recall import RecallAtKSurrogateLoss
 from pairloss.metrics.retrieval import retrieval
 from pairloss.models.backbones import load_weights
 from pairloss.models.mlp import MLPEmbedder
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
 from pairloss.training.large_batch import large_batch_step
+from pairloss.training.reporting import Reporter
 from pairloss.training.trainer import embed
 
 __all__ = ["RECIPE", "RUNS"]

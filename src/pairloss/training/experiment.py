@@ -4,7 +4,7 @@ One optimiser step per global batch. A local batch larger than ``train.chunk_siz
 multi-stage step (:func:`~pairloss.training.large_batch.large_batch_backward`: embed without autograd, loss and its
 embedding gradient, re-embed chunk by chunk with autograd); a smaller one through a plain forward and backward.
 Under ``torchrun --nproc-per-node P`` each process holds 1/P of every global batch, the loss is wrapped in
-:class:`~pairloss.distributed.CrossRankLoss` (pairs across processes) and the parameter gradients are averaged
+:class:`~pairloss.training.distributed.CrossRankLoss` (pairs across processes) and the parameter gradients are averaged
 over the processes before the step, so the update is that of the global batch. Random draws inside the loss (SiMix)
 are seeded per step, identically on every process.
 
@@ -23,22 +23,20 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pairloss.distributed import CrossRankLoss, average_gradients, process_group_from_environment
+from pairloss.training.distributed import CrossRankLoss, average_gradients, process_group_from_environment
 from pairloss.training.large_batch import large_batch_backward
+from pairloss.training.reporting import Reporter
 from pairloss.training.tasks import Batch, RunContext, Task, build_task
 
-__all__ = ["CHECKPOINT", "ExperimentResult", "ProgressReporter", "run_experiment"]
-
-T = TypeVar("T")
+__all__ = ["CHECKPOINT", "ExperimentResult", "run_experiment"]
 
 #: The checkpoint file name inside ``out``.
 CHECKPOINT = "last.ckpt"
@@ -58,22 +56,6 @@ _RESUMABLE = {
 }
 
 _AMP = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
-
-
-class ProgressReporter(Protocol):
-    """What the loop reports through: progress over an iterable, and a line of text."""
-
-    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]: ...
-
-    def log(self, message: str) -> None: ...
-
-
-class _Quiet:
-    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-        yield from items
-
-    def log(self, message: str) -> None:
-        pass
 
 
 @dataclass
@@ -227,7 +209,7 @@ class _Step:
         return value
 
 
-def run_experiment(config: Any, reporter: ProgressReporter | None = None) -> ExperimentResult:
+def run_experiment(config: Any, reporter: Reporter | None = None) -> ExperimentResult:
     """Train and evaluate as ``config`` (from :func:`~pairloss.training.config.load_config`) says; see the module
     docstring for the outputs. Works unchanged under ``torchrun``."""
     from omegaconf import OmegaConf
@@ -237,7 +219,7 @@ def run_experiment(config: Any, reporter: ProgressReporter | None = None) -> Exp
     with process_group_from_environment():
         distributed = dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        report: ProgressReporter = (reporter or _Quiet()) if rank == 0 else _Quiet()
+        report = (reporter or Reporter.silent()) if rank == 0 else Reporter.silent()
         device = _device(str(config.train.device), rank)
         precision = str(config.train.precision)
         if precision == "16" and device.type != "cuda":

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from pairloss.data.samplers import MPerClassSampler
-from pairloss.distributed import all_gather_with_grad
+from pairloss.training.distributed import all_gather_with_grad
 
 __all__ = ["Batch", "RunContext", "Task", "build_loss", "build_task", "global_batches"]
 

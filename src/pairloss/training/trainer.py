@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from pairloss.data.samplers import MPerClassSampler
-from pairloss.progress import Reporter
+from pairloss.training.reporting import Reporter
 
 __all__ = ["TrainConfig", "TrainHistory", "embed", "train_embedding"]
 

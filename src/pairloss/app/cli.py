@@ -39,7 +39,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
 ) -> None:
     """Open-set retrieval on the bundled digits: train on classes 0–4, retrieve classes 5–9."""
-    from pairloss.demo import DEFAULT_LOSSES, run_demo
+    from pairloss.app.demo import DEFAULT_LOSSES, run_demo
 
     run_demo(losses=loss or list(DEFAULT_LOSSES), epochs=epochs, seed=seed, out=out, console=console)
 
@@ -70,7 +70,7 @@ def train(
         return
     if config is None:
         raise typer.BadParameter("give a CONFIG (see --list)")
-    from pairloss.progress import Reporter
+    from pairloss.app.progress import RichReporter
     from pairloss.training.experiment import run_experiment
 
     try:
@@ -78,7 +78,7 @@ def train(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     try:
-        result = run_experiment(resolved, reporter=Reporter())
+        result = run_experiment(resolved, reporter=RichReporter())
     except ValueError as error:
         console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(1) from error
@@ -95,6 +95,7 @@ def reproduce(
     all_: Annotated[bool, typer.Option("--all", help="Run every recipe.")] = False,
 ) -> None:
     """Reproduce a paper's headline claim: writes OUT/NAME/results.json, table.md and figure.png."""
+    from pairloss.app.progress import RichReporter
     from pairloss.recipes import all_recipes, get_recipe, run_recipe
 
     recipes = all_recipes()
@@ -117,7 +118,7 @@ def reproduce(
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
     for recipe_name in names:
-        result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick)
+        result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=RichReporter())
         console.rule(f"{recipe_name}: {recipes[recipe_name].title}")
         console.print(result.table_path.read_text())
         console.print(f"wrote {result.results_path}, {result.table_path}, {result.figure_path}")

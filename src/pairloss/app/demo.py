@@ -19,10 +19,10 @@ from sklearn.decomposition import PCA
 from torch import nn
 
 import pairloss
+from pairloss.app.progress import RichReporter
 from pairloss.data import open_set_digits
 from pairloss.metrics import retrieval
 from pairloss.models import MLPEmbedder
-from pairloss.progress import Reporter
 from pairloss.training import TrainConfig, embed, train_embedding
 
 __all__ = ["DEFAULT_LOSSES", "DEMO_LOSSES", "run_demo"]
@@ -61,7 +61,7 @@ def run_demo(
         raise ValueError(f"unknown demo loss(es) {unknown}; choose from {sorted(DEMO_LOSSES)}")
     split = open_set_digits()
     num_classes = int(split.train_y.max()) + 1
-    reporter = Reporter(console=console)
+    reporter = RichReporter(console=console)
     results: dict[str, dict[str, float]] = {}
     projections: dict[str, np.ndarray] = {}
     # the reference every learned embedding is measured against: nearest neighbours on the raw pixels
