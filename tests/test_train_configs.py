@@ -38,14 +38,6 @@ TINY_RESNET = ["model.arch.hidden_sizes=[8,16,32,64]", "model.arch.depths=[1,1,1
 QUICK = ["model.weights=null", "data.image_size=32", "train.epochs=1", "data.workers=0", "eval.batch_size=16"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _run(name: str, out: Path, *overrides: str):  # type: ignore[no-untyped-def]
     return run_experiment(load_config(name, [*overrides, f"out={out}"]))
 

@@ -278,6 +278,41 @@ def _hashing_task(ctx: RunContext) -> Task:
     return task
 
 
+def _in_memory_task(
+    ctx: RunContext,
+    kind: str,
+    model: nn.Module,
+    loss: nn.Module,
+    train: tuple[Tensor, Tensor],
+    balance: Tensor,
+    test_inputs: Tensor,
+    score: Callable[[Tensor], dict[str, float]],
+) -> Task:
+    """A task whose data fit in memory: batches of ``train = (inputs, targets)`` drawn by :func:`global_batches` on
+    the class ids ``balance``; evaluation ``score(model(test_inputs))`` on rank 0."""
+    c = ctx.config
+    batch_size, seed = int(c.train.batch_size), int(c.train.seed)
+    m = int(c.data.m_per_class) if balance.ndim == 1 and kind == "retrieval" else 0
+    x, y = train[0].to(ctx.device), train[1].to(ctx.device)
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        for batch in global_batches(balance, batch_size, m, seed + epoch):
+            local = ctx.share(batch).to(ctx.device)
+            yield Batch((x[local],), y[local])
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float] | None:
+        if ctx.rank != 0:
+            return None
+        model.eval()
+        outputs = model(test_inputs.to(ctx.device)).float().cpu()
+        model.train()
+        return score(outputs)
+
+    steps = len(global_batches(balance, batch_size, m, seed))
+    return Task(kind, model, loss, steps, batches, evaluate, multi_stage=True)
+
+
 def _digits_task(ctx: RunContext) -> Task:
     """The bundled digits: train on 0–4, retrieve among 5–9 (an MLP; no files needed)."""
     from pairloss.data.digits import open_set_digits
@@ -289,25 +324,12 @@ def _digits_task(ctx: RunContext) -> Task:
     hidden = tuple(int(h) for h in c.model.hidden) or (128, 128)
     model = MLPEmbedder(split.num_features, int(c.model.embedding_dim), hidden, batch_norm=bool(c.model.batch_norm))
     loss = build_loss(c.loss, num_classes=int(split.train_y.max()) + 1, embedding_size=int(c.model.embedding_dim))
-    batch_size, m, seed = int(c.train.batch_size), int(c.data.m_per_class), int(c.train.seed)
-    x, y = split.train_x.to(ctx.device), split.train_y.to(ctx.device)
 
-    def batches(epoch: int) -> Iterator[Batch]:
-        for batch in global_batches(split.train_y, batch_size, m, seed + epoch):
-            local = ctx.share(batch).to(ctx.device)
-            yield Batch((x[local],), y[local])
-
-    @torch.no_grad()
-    def evaluate() -> dict[str, float] | None:
-        if ctx.rank != 0:
-            return None
-        model.eval()
-        embeddings = model(split.test_x.to(ctx.device)).float().cpu()
-        model.train()
+    def score(embeddings: Tensor) -> dict[str, float]:
         return retrieval(embeddings, split.test_y, k=_ks(c, len(embeddings) - 1))
 
-    steps = len(global_batches(split.train_y, batch_size, m, seed))
-    return Task("retrieval", model, loss, steps, batches, evaluate, multi_stage=True)
+    train = (split.train_x, split.train_y)
+    return _in_memory_task(ctx, "retrieval", model, loss, train, split.train_y, split.test_x, score)
 
 
 #: Default train / test files of the ranking sets (inside ``data.root``: an MSLR fold folder or Yahoo's folder).
@@ -437,29 +459,15 @@ def _multilabel_task(ctx: RunContext) -> Task:
     x = torch.as_tensor(np.asarray(train.features), dtype=torch.float32)
     x_test = torch.as_tensor(np.asarray(test.features), dtype=torch.float32)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    x, x_test = ((x - mean) / std).to(ctx.device), (x_test - mean) / std
-    y = torch.as_tensor(train.labels, dtype=torch.float32).to(ctx.device)
+    x, x_test = (x - mean) / std, (x_test - mean) / std
+    y = torch.as_tensor(train.labels, dtype=torch.float32)
     hidden = tuple(int(h) for h in c.model.hidden) if c.model.backbone == "mlp" else ()
     model = MLPEmbedder(x.shape[1], train.n_labels, hidden, batch_norm=False)
-    loss = build_loss(c.loss)
-    batch_size, seed = int(c.train.batch_size), int(c.train.seed)
 
-    def batches(epoch: int) -> Iterator[Batch]:
-        for batch in global_batches(torch.zeros(len(x)), batch_size, 0, seed + epoch):
-            local = ctx.share(batch).to(ctx.device)
-            yield Batch((x[local],), y[local])
-
-    @torch.no_grad()
-    def evaluate() -> dict[str, float] | None:
-        if ctx.rank != 0:
-            return None
-        model.eval()
-        scores = model(x_test.to(ctx.device)).float().cpu()
-        model.train()
+    def score(scores: Tensor) -> dict[str, float]:
         return multilabel_report(scores, test.labels)
 
-    steps = len(global_batches(torch.zeros(len(x)), batch_size, 0, seed))
-    return Task("multilabel", model, loss, steps, batches, evaluate)
+    return _in_memory_task(ctx, "multilabel", model, build_loss(c.loss), (x, y), torch.zeros(len(x)), x_test, score)
 
 
 def _root(config: Any) -> str:
