@@ -171,7 +171,8 @@ def test_bf16_autocast_on_cpu_and_fp16_refused(tmp_path: Path) -> None:
 def test_hashing_on_cifar10(tmp_path: Path) -> None:
     root = write_cifar10(tmp_path / "cifar")
     overrides = ["data.query_per_class=2", "data.train_per_class=4", "train.batch_size=20", "model.embedding_dim=12"]
-    _run("dpsh-cifar10", tmp_path / "out", f"data.root={root}", *QUICK, *TINY_RESNET, *overrides)
+    # a DataLoader worker process decodes and augments the images
+    _run("dpsh-cifar10", tmp_path / "out", f"data.root={root}", *QUICK, *TINY_RESNET, *overrides, "data.workers=1")
     assert 0.0 < _history(tmp_path / "out")[-1]["metrics"]["map"] <= 1.0
     _run("ash-cifar10", tmp_path / "ash", f"data.root={root}", *QUICK, *TINY_RESNET, *overrides, "eval.map_top_k=5")
     assert set(_history(tmp_path / "ash")[-1]["metrics"]) == {"map@5"}
@@ -185,6 +186,13 @@ def test_ranking_on_mslr_layout(tmp_path: Path, config: str) -> None:
     metrics = _history(tmp_path / "out")[-1]["metrics"]
     assert set(metrics) == {"ndcg@5", "ndcg@10", "ndcg@30", "ndcg@60"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_ranking_on_yahoo_layout(tmp_path: Path) -> None:
+    root = write_letor(tmp_path / "yahoo", names=("set1.train.txt", "set1.test.txt"), n_features=700)
+    overrides = ["data.name=yahoo", "data.train_file=null", "data.test_file=null", "eval.k=[1,3]"]
+    _run("lambdaloss-mslr30k", tmp_path / "out", f"data.root={root}", "train.epochs=1", "model.d_model=8", *overrides)
+    assert set(_history(tmp_path / "out")[-1]["metrics"]) == {"ndcg@1", "ndcg@3"}
 
 
 def test_ranking_malformed_file_is_named(tmp_path: Path) -> None:
