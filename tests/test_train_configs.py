@@ -211,6 +211,17 @@ def test_multilabel_on_mulan_layout(tmp_path: Path, config: str) -> None:
     assert 0.0 <= metrics["ranking_loss"] <= 1.0 and 0.0 <= metrics["average_precision"] <= 1.0
 
 
+def test_malformed_arff_row_is_named(tmp_path: Path) -> None:
+    root = write_mulan(tmp_path / "mulan")
+    with (root / "tiny-test.arff").open("a") as handle:
+        handle.write("1.0,2.0\n")
+    with pytest.raises(ValueError, match=r"tiny-test.arff:\d+: a data row has 2 values but there are 8 attributes"):
+        _run("wu-u3-yeast", tmp_path / "out", f"data.root={root}", "data.set=tiny")
+    (root / "tiny-train.arff").unlink()
+    with pytest.raises(ValueError, match=r"tiny-train.arff: missing"):
+        _run("wu-u3-yeast", tmp_path / "out", f"data.root={root}", "data.set=tiny")
+
+
 def test_missing_data_root_and_mulan_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"data\.root is not set"):
         _run("wu-u3-yeast", tmp_path / "out")

@@ -452,8 +452,11 @@ def _multilabel_task(ctx: RunContext) -> Task:
     if not xml.is_file():
         raise ValueError(f"{xml}: missing (the Mulan label list)")
     names = mulan_label_names(xml)
-    train = load_arff(root / f"{c.data.set}-train.arff", label_names=names)
-    test = load_arff(root / f"{c.data.set}-test.arff", label_names=names)
+    files = [root / f"{c.data.set}-{part}.arff" for part in ("train", "test")]
+    for file in files:
+        if not file.is_file():
+            raise ValueError(f"{file}: missing (a Mulan ARFF file)")
+    train, test = (load_arff(file, label_names=names) for file in files)
     if train.features.shape[1] != test.features.shape[1]:
         raise ValueError(f"{c.data.set}: the train and test files have different features")
     x = torch.as_tensor(np.asarray(train.features), dtype=torch.float32)
