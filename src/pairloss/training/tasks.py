@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,8 @@ def global_batches(labels: Tensor, batch_size: int, m_per_class: int, seed: int)
 
 
 def _loader(dataset: Dataset[Any], ctx: RunContext, batch_sampler: Sequence[list[int]]) -> DataLoader[Any]:
-    workers = int(ctx.config.data.workers)
+    """``data.workers`` worker processes, at most one per CPU available to this process."""
+    workers = min(int(ctx.config.data.workers), len(os.sched_getaffinity(0)))
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
