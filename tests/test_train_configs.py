@@ -147,6 +147,7 @@ def test_resume_prints_that_it_resumes(tmp_path: Path) -> None:
         ("rsk-cars196-resnet50", write_cars, TINY_RESNET),
         ("ce-cub200-resnet50", write_cub, TINY_RESNET),
         ("ce-inshop-resnet50", write_inshop, TINY_RESNET),
+        ("ce-sop-resnet50", write_sop, TINY_RESNET),
         ("ms-cub200-resnet50", write_cub, TINY_RESNET),
         ("rsk-inaturalist-vitb16", write_inaturalist, TINY_VIT),
     ],
