@@ -219,6 +219,8 @@ class Experiment:
         lower_is_better: metrics that improve downwards (their claimed difference is control − treatment).
         seeds: seeds of a full run (at least :data:`MIN_FULL_SEEDS`).
         quick_seeds: seeds of a quick run.
+        tables: how the docs show the test metrics: ``(title, metrics)`` pairs, one table each with those columns
+            (empty: one table with every metric).
     """
 
     name: str
@@ -236,6 +238,7 @@ class Experiment:
     lower_is_better: frozenset[str] = frozenset()
     seeds: int = MIN_FULL_SEEDS
     quick_seeds: int = 2
+    tables: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.methods]
