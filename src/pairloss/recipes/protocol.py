@@ -50,7 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pairloss.recipes.stats import paired_comparison
+from pairloss.recipes.stats import mean_interval, paired_comparison
 from pairloss.recipes.tuning import Param, TrialRecord, space_to_json, tune
 from pairloss.training.loop import torch_threads
 from pairloss.training.reporting import Reporter
@@ -310,6 +310,10 @@ class ExperimentResult:
     def per_seed(self) -> dict[int, dict[str, dict[str, Any]]]:
         """``{seed: {method: {"metrics": ..., "extra": ...}}}``."""
         return {int(s): runs for s, runs in self.payload["per_seed"].items()}
+
+    def mean_ci(self, method: str, metric: str) -> tuple[float, float]:
+        """``method``'s mean ``metric`` over the seeds and the half-width of its 95% t interval (figures' bars)."""
+        return mean_interval([runs[method]["metrics"][metric] for runs in self.per_seed.values() if method in runs])
 
     @property
     def results_path(self) -> Path:
