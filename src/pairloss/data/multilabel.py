@@ -92,6 +92,29 @@ def _parse_value(token: str, nominal: list[str] | None, attribute: str) -> float
         raise ValueError(f"cannot read value {token!r} of attribute {attribute!r}") from error
 
 
+def _sparse_row(line: str, names: list[str], nominals: list[list[str] | None]) -> list[tuple[int, float]]:
+    pairs = []
+    for entry in (e.strip() for e in line.strip("{}").split(",")):
+        if not entry:
+            continue
+        index, _, text = entry.partition(" ")
+        try:
+            j = int(index)
+        except ValueError:
+            raise ValueError(f"sparse entry {entry!r} is not '<index> <value>'") from None
+        if not 0 <= j < len(names):
+            raise ValueError(f"sparse index {j} out of range for {len(names)} attributes")
+        pairs.append((j, _parse_value(text, nominals[j], names[j])))
+    return pairs
+
+
+def _dense_row(line: str, names: list[str], nominals: list[list[str] | None]) -> list[float]:
+    values = line.split(",")
+    if len(values) != len(names):
+        raise ValueError(f"a data row has {len(values)} values but there are {len(names)} attributes")
+    return [_parse_value(v, nominals[j], names[j]) for j, v in enumerate(values)]
+
+
 def load_arff(
     path: str | Path,
     *,
@@ -119,7 +142,7 @@ def load_arff(
     n_rows = 0
     in_data = False
     with open(path, encoding="utf-8") as handle:
-        for raw in handle:
+        for line_number, raw in enumerate(handle, start=1):
             line = raw.strip()
             if not line or line.startswith("%"):
                 continue
@@ -136,23 +159,14 @@ def load_arff(
                 elif lower.startswith("@data"):
                     in_data = True
                 continue
-            if line.startswith("{"):
-                entries = [e.strip() for e in line.strip("{}").split(",") if e.strip()]
-                pairs = []
-                for entry in entries:
-                    index, _, text = entry.partition(" ")
-                    j = int(index)
-                    if not 0 <= j < len(names):
-                        raise ValueError(f"sparse index {j} out of range for {len(names)} attributes")
-                    pairs.append((j, _parse_value(text, nominals[j], names[j])))
-                sparse_rows.append((n_rows, pairs))
-                n_rows += 1
-            else:
-                values = line.split(",")
-                if len(values) != len(names):
-                    raise ValueError(f"a data row has {len(values)} values but there are {len(names)} attributes")
-                dense_rows.append((n_rows, [_parse_value(v, nominals[j], names[j]) for j, v in enumerate(values)]))
-                n_rows += 1
+            try:
+                if line.startswith("{"):
+                    sparse_rows.append((n_rows, _sparse_row(line, names, nominals)))
+                else:
+                    dense_rows.append((n_rows, _dense_row(line, names, nominals)))
+            except ValueError as error:
+                raise ValueError(f"{path}:{line_number}: {error}") from None
+            n_rows += 1
     if not names:
         raise ValueError(f"{path}: no @attribute found")
     table = np.zeros((n_rows, len(names)), dtype=np.float64)
