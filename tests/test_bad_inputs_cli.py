@@ -31,15 +31,10 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     calls: dict[str, Any] = {}
     monkeypatch.setattr("pairloss.app.demo.run_demo", lambda **kwargs: calls.setdefault("demo", kwargs))
     monkeypatch.setattr(
-        "pairloss.app.launch.train_digits", lambda **kwargs: calls.setdefault("train", kwargs) and _NoResult()
+        "pairloss.training.experiment.run_experiment", lambda config, **kwargs: calls.setdefault("train", config)
     )
     monkeypatch.setattr("pairloss.recipes.run_recipe", lambda *args, **kwargs: calls.setdefault("reproduce", kwargs))
     return calls
-
-
-class _NoResult:
-    metrics: dict[str, float] = {}  # noqa: RUF012
-    world_size = 1
 
 
 def _usage_error(args: list[str], option: str, *said: str) -> str:
@@ -129,15 +124,20 @@ def test_run_demo_checks_its_folder_before_training(monkeypatch: pytest.MonkeyPa
 # ---------------------------------------------------------------------------------------------- train
 
 
-def test_train_rejects_an_unknown_loss(recorded: dict[str, Any]) -> None:
-    _usage_error(["train", "--loss", "doesnotexist"], "--loss", "unknown loss 'doesnotexist'")
+def test_train_rejects_an_unknown_config(recorded: dict[str, Any]) -> None:
+    _usage_error(["train", "doesnotexist"], "Invalid value", "doesnotexist")
     assert "train" not in recorded
 
 
-def test_train_accepts_class_names(recorded: dict[str, Any]) -> None:
-    result = runner.invoke(cli.app, ["train", "--loss", "SupConLoss", "--epochs", "1"])
+def test_train_checks_out_before_loading_data(recorded: dict[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("omegaconf")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    _usage_error(["train", "digits", f"out={blocker}"], "out=", "a_file is a file, not a folder")
+    assert "train" not in recorded
+    result = runner.invoke(cli.app, ["train", "digits", f"out={tmp_path / 'run'}"])
     assert result.exit_code == 0, result.output
-    assert recorded["train"]["loss"] == "supcon"
+    assert str(recorded["train"].out) == str(tmp_path / "run") and (tmp_path / "run").is_dir()
 
 
 # ------------------------------------------------------------------------------------------ reproduce
@@ -163,7 +163,6 @@ def test_reproduce_rejects_an_unknown_recipe(recorded: dict[str, Any]) -> None:
     ("args", "option"),
     [
         (["demo", "--epochs", "0"], "--epochs"),
-        (["train", "--batch-size", "1"], "--batch-size"),
         (["reproduce", "sbcr", "--seeds", "0"], "--seeds"),
         (["demo", "--epochs", "many"], "--epochs"),
     ],
