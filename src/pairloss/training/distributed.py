@@ -30,7 +30,8 @@ Collectives come from ``torch.distributed`` (gloo on CPU, nccl on GPU); nothing 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,7 +44,14 @@ from pairloss._collectives import Shape, exchange, gather_padded
 from pairloss.engine import CROSS_RANK
 from pairloss.losses.base import BatchAxis, check_pair_inputs
 
-__all__ = ["CrossRankLoss", "all_gather_with_grad", "cross_rank_pairs", "sum_across_ranks"]
+__all__ = [
+    "CrossRankLoss",
+    "all_gather_with_grad",
+    "average_gradients",
+    "cross_rank_pairs",
+    "process_group_from_environment",
+    "sum_across_ranks",
+]
 
 
 class _GatherRows(torch.autograd.Function):
@@ -318,3 +326,36 @@ def _positional_names(loss: nn.Module) -> list[str]:
         return []
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in parameters if p.kind in kinds]
+
+
+@contextmanager
+def process_group_from_environment() -> Iterator[None]:
+    """Inside: the process group that ``torchrun`` describes (``WORLD_SIZE > 1``; nccl on CUDA, else gloo), started
+    here and destroyed on leaving once every rank is done; a group that already exists is used and left to its
+    owner; nothing happens for a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+        dist.barrier()  # every rank is done before the group (and rank 0's store) goes away
+    finally:
+        dist.destroy_process_group()
+
+
+def average_gradients(parameters: Iterable[nn.Parameter], group: Any = None) -> None:
+    """Replace each parameter's gradient by its mean over the ranks (what ``DistributedDataParallel`` does), in
+    one ``all_reduce`` of the flattened gradients; a missing gradient counts as zero. No-op without a group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    params = [p for p in parameters if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    flat /= dist.get_world_size(group)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
