@@ -101,6 +101,37 @@ Phase = Literal["tuning", "final"]
 Metrics = dict[str, float]
 
 
+def resolve_config(
+    name: str, config: Mapping[str, Any], quick: Mapping[str, Any], overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``config`` updated with ``quick`` and then ``overrides``, whose keys must all be known."""
+    resolved = {**config, **quick}
+    if overrides:
+        unknown = set(overrides) - set(resolved)
+        if unknown:
+            raise ValueError(f"unknown config keys for recipe {name!r}: {sorted(unknown)}")
+        resolved.update(overrides)
+    return resolved
+
+
+class OutputFiles:
+    """The three files a recipe run writes in ``out_dir``."""
+
+    out_dir: Path
+
+    @property
+    def results_path(self) -> Path:
+        return self.out_dir / "results.json"
+
+    @property
+    def table_path(self) -> Path:
+        return self.out_dir / "table.md"
+
+    @property
+    def figure_path(self) -> Path:
+        return self.out_dir / "figure.png"
+
+
 @dataclass(frozen=True)
 class Method:
     """One compared method (a row of the results table).
@@ -260,15 +291,7 @@ class Experiment:
 
     def resolve_config(self, quick: bool, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then explicit overrides."""
-        config = dict(self.config)
-        if quick:
-            config.update(self.quick)
-        if overrides:
-            unknown = set(overrides) - set(config)
-            if unknown:
-                raise ValueError(f"unknown config keys for recipe {self.name!r}: {sorted(unknown)}")
-            config.update(overrides)
-        return config
+        return resolve_config(self.name, self.config, self.quick if quick else {}, overrides)
 
     @property
     def tuned_methods(self) -> list[Method]:
@@ -276,7 +299,7 @@ class Experiment:
 
 
 @dataclass
-class ExperimentResult:
+class ExperimentResult(OutputFiles):
     """A finished (or partial) run: the content of ``results.json`` and where the files are."""
 
     payload: dict[str, Any]
@@ -306,18 +329,6 @@ class ExperimentResult:
     def per_seed(self) -> dict[int, dict[str, dict[str, Any]]]:
         """``{seed: {method: {"metrics": ..., "extra": ...}}}``."""
         return {int(s): runs for s, runs in self.payload["per_seed"].items()}
-
-    @property
-    def results_path(self) -> Path:
-        return self.out_dir / "results.json"
-
-    @property
-    def table_path(self) -> Path:
-        return self.out_dir / "table.md"
-
-    @property
-    def figure_path(self) -> Path:
-        return self.out_dir / "figure.png"
 
 
 def _jsonable(value: Any) -> Any:
