@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# the CPU build of torch first, so that no dependency can pull another torch
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,docs,recipes]" "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[all,test,docs]" "torch==2.13.0"
 	touch $(STAMP)
 
 demo: $(STAMP)

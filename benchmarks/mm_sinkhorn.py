@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairloss.ot import multimarginal_sinkhorn, sum_of_pairwise_costs
+from pairloss.losses.ot import multimarginal_sinkhorn, sum_of_pairwise_costs
 
 FULL_SIZES = [(32, 3), (64, 3), (128, 3), (32, 4), (64, 4), (128, 4)]
 QUICK_SIZES = [(32, 3), (64, 3), (32, 4)]

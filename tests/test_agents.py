@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pairloss.models.agents import AgentScorer
-from pairloss.progress import Reporter
 from pairloss.recipes import get_recipe, run_recipe
+from pairloss.training.reporting import Reporter
 
 TINY = {"n_train": 10, "n_test": 6, "n_max": 10, "epochs": 1, "batch_scenes": 5, "latency_scenes": 2, "grid": 8}
 

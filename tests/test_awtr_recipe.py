@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from pairloss.progress import Reporter
 from pairloss.recipes import get_recipe, run_recipe
 from pairloss.recipes.awtr import ScoreCorrector
+from pairloss.training.reporting import Reporter
 
 TINY = {
     "n_donors": 24,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from pairloss.losses.rasterize import polygon_inside
 from pairloss.models.polygon import box_polygon
-from pairloss.progress import Reporter
-from pairloss.rasterize import polygon_inside
 from pairloss.recipes import get_recipe, run_recipe
 from pairloss.recipes.boxsnake import mask_iou
+from pairloss.training.reporting import Reporter
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from pairloss.progress import Reporter
 from pairloss.recipes import get_recipe, run_recipe
 from pairloss.recipes.ce_vs_pairwise import LOSSES, bound_violations
+from pairloss.training.reporting import Reporter
 
 
 def _check(result, rows: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pairloss
-from pairloss.demo import DEMO_LOSSES, naive_contrastive_loss, naive_recall_at_k_loss, run_demo
+from pairloss.app.demo import DEMO_LOSSES, naive_contrastive_loss, naive_recall_at_k_loss, run_demo
 
 
 @pytest.mark.parametrize(("name", "naive"), [("contrastive", naive_contrastive_loss), ("rs@k", naive_recall_at_k_loss)])

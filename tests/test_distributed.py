@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import pairloss
-from pairloss.distributed import CrossRankLoss, all_gather_with_grad, cross_rank_pairs
+from pairloss.training.distributed import CrossRankLoss, all_gather_with_grad, cross_rank_pairs
 
 N, D, E = 23, 6, 4
 
@@ -128,8 +128,8 @@ def _train_worker(rank: int, world: int, port: int, out_file: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    from pairloss.progress import Reporter
-    from pairloss.training.launch import train_digits
+    from pairloss.app.launch import train_digits
+    from pairloss.training.reporting import Reporter
 
     result = train_digits(epochs=1, batch_size=64, dtype=torch.float64, reporter=Reporter.silent())
     assert result.world_size == world
@@ -145,8 +145,8 @@ def _free_port() -> int:
 
 
 def test_ddp_training_on_two_processes_equals_one_process(tmp_path: Path) -> None:
-    from pairloss.progress import Reporter
-    from pairloss.training.launch import train_digits
+    from pairloss.app.launch import train_digits
+    from pairloss.training.reporting import Reporter
 
     out_file = tmp_path / "model.pt"
     mp.spawn(_train_worker, args=(2, _free_port(), str(out_file)), nprocs=2, join=True)

@@ -22,8 +22,8 @@ from pairloss.metrics import (
     precision_within_radius,
 )
 from pairloss.models.hashing import HashHead, HashingCNN, SpatialAttention
-from pairloss.progress import Reporter
 from pairloss.recipes import get_recipe, run_recipe
+from pairloss.training.reporting import Reporter
 
 FUNCTIONS = {"dpsh": dpsh_loss, "hashnet": hashnet_loss, "dsh": dsh_loss, "ash": ash_loss}
 

@@ -24,8 +24,8 @@ from pairloss.metrics import (
     one_error,
     ranking_loss,
 )
-from pairloss.progress import Reporter
 from pairloss.recipes import get_recipe, run_recipe
+from pairloss.training.reporting import Reporter
 
 LINKS = {
     "logistic": lambda z: math.log1p(math.exp(-z)),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.optimize import linprog
 
-from pairloss.ot import (
+from pairloss.losses.ot import (
     check_tensor_size,
     multimarginal_sinkhorn,
     pairwise_cost_tensor,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from skimage.color import rgb2lab
 
-from pairloss.color import rgb_to_lab
 from pairloss.data.instances import coins_instances, hubble_instances, load_instance_image
 from pairloss.losses import BoxSnakeLoss, LevelSetLoss, LocalPairwiseLoss, PolygonBoxLoss, registered_losses
+from pairloss.losses.color import rgb_to_lab
 from pairloss.losses.polygon import (
     box_ciou,
     box_crops,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from pairloss.rasterize import polygon_inside, soft_polygon_mask, squared_distance_to_polygon
+from pairloss.losses.rasterize import polygon_inside, soft_polygon_mask, squared_distance_to_polygon
 
 
 @pytest.fixture(autouse=True)

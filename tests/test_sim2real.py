@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from pairloss.data.depth import TOLERANCE, sample_states
-from pairloss.progress import Reporter
 from pairloss.recipes import get_recipe, run_recipe
 from pairloss.recipes.sim2real import rollout_success
+from pairloss.training.reporting import Reporter
 
 _TINY = {"n_sim": 200, "n_test": 100, "pair_counts": [10, 50], "steps": 20, "rollouts": 20, "rollout_steps": 4}
 

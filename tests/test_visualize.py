@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pairloss
-from pairloss.visualize import metric_pair_weights, plot_pair_weights, ranking_pair_weights
+from pairloss.app.visualize import metric_pair_weights, plot_pair_weights, ranking_pair_weights
 
 
 def test_contrastive_weights_a_negative_only_inside_its_margin() -> None:

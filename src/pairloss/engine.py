@@ -137,7 +137,7 @@ RowFunction = Callable[[PairBlock], "Tensor | RowSums"]
 
 
 class CrossRankHook(Protocol):
-    """How the engine spans several processes (implemented by :mod:`pairloss.distributed`).
+    """How the engine spans several processes (implemented by :mod:`pairloss.training.distributed`).
 
     ``gather`` returns the global reference set (with a gradient path back to each owner), its labels, and the offset
     of this rank's rows in it; ``reduce`` sums the row statistics of all ranks.
@@ -148,7 +148,7 @@ class CrossRankHook(Protocol):
     def reduce(self, sums: Tensor) -> Tensor: ...
 
 
-#: Set by :func:`pairloss.distributed.cross_rank_pairs`: while set, the engine uses the local rows as anchors
+#: Set by :func:`pairloss.training.distributed.cross_rank_pairs`: while set, the engine uses the local rows as anchors
 #: against the batch of every rank, and returns the statistics summed over ranks.
 CROSS_RANK: ContextVar[CrossRankHook | None] = ContextVar("pairloss_cross_rank", default=None)
 
@@ -396,8 +396,8 @@ def row_block_sums(
 
     Returns:
         The summed statistics ``T`` (1-D), differentiable w.r.t. ``query``, ``reference`` and ``params``. Inside
-        :func:`pairloss.distributed.cross_rank_pairs`, the local rows are the anchors, the batches of all ranks are
-        the references, and ``T`` is summed over ranks.
+        :func:`pairloss.training.distributed.cross_rank_pairs`, the local rows are the anchors, the batches of all
+        ranks are the references, and ``T`` is summed over ranks.
     """
     hook = CROSS_RANK.get()
     q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels, hook)

@@ -1,23 +1,68 @@
-"""Data: bundled real sets, loaders for real formats, simulators with known ground truth, batch samplers."""
+"""Data: bundled real sets, loaders for real formats, simulators with known ground truth, batch samplers.
 
-from pairloss.data.ctr import CTRTable, load_ctr_log
-from pairloss.data.ctr_sim import CTRLog, CTRSimulator, reference_lists
-from pairloss.data.depth import DepthTask, simulate_depth_task
-from pairloss.data.digits import OpenSetSplit, open_set_digits
-from pairloss.data.driving import DrivingScenes, simulate_driving_scenes
-from pairloss.data.glyphs import GlyphPools, glyph_pools, open_set_glyphs, render_glyphs
-from pairloss.data.images import TexturePatches, texture_patches
-from pairloss.data.instances import InstanceImage, load_instance_image
-from pairloss.data.letor import LetorData, LetorQuery, iter_letor, load_letor
-from pairloss.data.multilabel import (
-    MultiLabelData,
-    load_arff,
-    load_svmlight_multilabel,
-    make_multilabel,
-    mulan_label_names,
-)
-from pairloss.data.organ import OrganMatchingData, simulate_organ_matching
-from pairloss.data.samplers import MPerClassSampler
+The names below are imported on first use, so that ``import pairloss.data.samplers`` needs only torch; the
+loaders and simulators need the ``data`` extra (scikit-learn, scipy, scikit-image, matplotlib).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pairloss.data.ctr import CTRTable, load_ctr_log
+    from pairloss.data.ctr_sim import CTRLog, CTRSimulator, reference_lists
+    from pairloss.data.depth import DepthTask, simulate_depth_task
+    from pairloss.data.digits import OpenSetSplit, open_set_digits
+    from pairloss.data.driving import DrivingScenes, simulate_driving_scenes
+    from pairloss.data.glyphs import GlyphPools, glyph_pools, open_set_glyphs, render_glyphs
+    from pairloss.data.images import TexturePatches, texture_patches
+    from pairloss.data.instances import InstanceImage, load_instance_image
+    from pairloss.data.letor import LetorData, LetorQuery, iter_letor, load_letor
+    from pairloss.data.multilabel import (
+        MultiLabelData,
+        load_arff,
+        load_svmlight_multilabel,
+        make_multilabel,
+        mulan_label_names,
+    )
+    from pairloss.data.organ import OrganMatchingData, simulate_organ_matching
+    from pairloss.data.samplers import MPerClassSampler
+
+#: Public name -> the module that defines it.
+_MODULES = {
+    "CTRLog": "pairloss.data.ctr_sim",
+    "CTRSimulator": "pairloss.data.ctr_sim",
+    "CTRTable": "pairloss.data.ctr",
+    "DepthTask": "pairloss.data.depth",
+    "DrivingScenes": "pairloss.data.driving",
+    "GlyphPools": "pairloss.data.glyphs",
+    "InstanceImage": "pairloss.data.instances",
+    "LetorData": "pairloss.data.letor",
+    "LetorQuery": "pairloss.data.letor",
+    "MPerClassSampler": "pairloss.data.samplers",
+    "MultiLabelData": "pairloss.data.multilabel",
+    "OpenSetSplit": "pairloss.data.digits",
+    "OrganMatchingData": "pairloss.data.organ",
+    "TexturePatches": "pairloss.data.images",
+    "glyph_pools": "pairloss.data.glyphs",
+    "iter_letor": "pairloss.data.letor",
+    "load_arff": "pairloss.data.multilabel",
+    "load_ctr_log": "pairloss.data.ctr",
+    "load_instance_image": "pairloss.data.instances",
+    "load_letor": "pairloss.data.letor",
+    "load_svmlight_multilabel": "pairloss.data.multilabel",
+    "make_multilabel": "pairloss.data.multilabel",
+    "mulan_label_names": "pairloss.data.multilabel",
+    "open_set_digits": "pairloss.data.digits",
+    "open_set_glyphs": "pairloss.data.glyphs",
+    "reference_lists": "pairloss.data.ctr_sim",
+    "render_glyphs": "pairloss.data.glyphs",
+    "simulate_depth_task": "pairloss.data.depth",
+    "simulate_driving_scenes": "pairloss.data.driving",
+    "simulate_organ_matching": "pairloss.data.organ",
+    "texture_patches": "pairloss.data.images",
+}
 
 __all__ = [
     "CTRLog",
@@ -52,3 +97,12 @@ __all__ = [
     "simulate_organ_matching",
     "texture_patches",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -35,7 +35,7 @@ class PairLoss(nn.Module):
     paper: ClassVar[str] = ""
     family: ClassVar[str] = ""
     #: True when the value is a function of row-block engine sums only, so that
-    #: :class:`pairloss.distributed.CrossRankLoss` can split the anchors across ranks (see ``pairloss.distributed``).
+    #: :class:`pairloss.training.distributed.CrossRankLoss` can split the anchors across ranks.
     supports_cross_rank: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[PairLoss]]] = {}
 

@@ -742,8 +742,8 @@ def lifted_structure_loss(
     and L = mean_{(i,j)} J_ij (``MeanReducer``; the ½ because each pair appears in both orders). The log-sum-exp
     is 0 when neither i nor j has a negative. Two engine passes: the per-anchor log-sum-exp ``r_i`` over its
     negatives, then the positive pairs with ``r`` as a differentiable parameter. No reference set (PML's version
-    compares query and reference indices), and not inside :func:`pairloss.distributed.cross_rank_pairs` (``r`` is
-    per local anchor).
+    compares query and reference indices), and not inside
+    :func:`pairloss.training.distributed.cross_rank_pairs` (``r`` is per local anchor).
     """
     embeddings, labels, _, _ = check_pair_inputs(embeddings, labels)
     if CROSS_RANK.get() is not None:

@@ -23,7 +23,7 @@ from torch import Tensor
 from pairloss._validation import check_choice, check_floating, check_positive
 from pairloss.engine import PairBlock, row_block_sums
 from pairloss.losses.base import PairLoss
-from pairloss.ot import (
+from pairloss.losses.ot import (
     DEFAULT_OT_MEMORY_BUDGET,
     check_tensor_size,
     multimarginal_sinkhorn,
@@ -205,7 +205,7 @@ def m3g_loss(
             applied to every pair of (normalised) views.
         epsilon, relative_epsilon: the regularisation, absolute or relative to the std of ``C`` (default
             ``0.05 × std``); it is treated as a constant by the gradient.
-        tol, max_iter, check_every, memory_budget: passed to :func:`pairloss.ot.multimarginal_sinkhorn`.
+        tol, max_iter, check_every, memory_budget: passed to :func:`pairloss.losses.ot.multimarginal_sinkhorn`.
 
     The gradient is Danskin's: ``(J − P_ε)`` contracted with ``∂C/∂views``, no backpropagation through the
     iterations. ``ValueError`` for mismatched view shapes, ``k < 2``, NaN/inf, or ``n^k`` beyond the budget.

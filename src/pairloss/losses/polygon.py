@@ -12,7 +12,7 @@ predicted for each ground-truth box and trained from the box alone:
   Σ_c Σ_p (I − μ_in)² m + (I − μ_out)² (1 − m).
 
 :func:`boxsnake_loss` puts the three together on box-aligned crops of the image, with the paper's weights
-1.0 / 0.5 (after a linear warm-up) / 0.03. The soft masks come from :func:`pairloss.rasterize.soft_polygon_mask`.
+1.0 / 0.5 (after a linear warm-up) / 0.03. The soft masks come from :func:`pairloss.losses.rasterize.soft_polygon_mask`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_choice, check_floating, check_positive
-from pairloss.color import rgb_to_lab
 from pairloss.losses.base import PairLoss
-from pairloss.rasterize import soft_polygon_mask
+from pairloss.losses.color import rgb_to_lab
+from pairloss.losses.rasterize import soft_polygon_mask
 
 __all__ = [
     "BoxCrops",

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 from numpy.typing import NDArray
 from torch import Tensor
+
+from pairloss._optional import require
 
 __all__ = [
     "HammingRanking",
@@ -90,6 +91,7 @@ def hamming_ranking(
         raise ValueError("the database is empty")
     if len(_as_numpy(query_labels)) != n_q or len(_as_numpy(db_labels)) != n_db:
         raise ValueError("each code needs a label")
+    faiss = require("faiss", "retrieval")
     index = faiss.IndexBinaryFlat(8 * d_packed.shape[1])
     index.add(d_packed)
     distances = np.empty((n_q, n_db), dtype=np.int64)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.metrics import f1_score
-from sklearn.metrics import hamming_loss as _sk_hamming_loss
 from torch import Tensor
 
+from pairloss._optional import require
 from pairloss._validation import check_choice
 
 __all__ = [
@@ -153,19 +152,19 @@ def _predictions(predictions: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.
 def hamming_loss(predictions: ArrayLike, labels: ArrayLike) -> float:
     """Fraction of wrong (sample, label) decisions: ``mean_{i,j} [p_ij ≠ y_ij]`` (``sklearn.metrics.hamming_loss``)."""
     p, y = _predictions(predictions, labels)
-    return float(_sk_hamming_loss(y, p))
+    return float(require("sklearn.metrics", "metrics").hamming_loss(y, p))
 
 
 def micro_f1(predictions: ArrayLike, labels: ArrayLike) -> float:
     """F1 of the pooled (sample, label) decisions: ``2 TP / (2 TP + FP + FN)`` over all cells (0 when undefined)."""
     p, y = _predictions(predictions, labels)
-    return float(f1_score(y, p, average="micro", zero_division=0))
+    return float(require("sklearn.metrics", "metrics").f1_score(y, p, average="micro", zero_division=0))
 
 
 def macro_f1(predictions: ArrayLike, labels: ArrayLike) -> float:
     """Mean over labels of each label's F1 (a label never predicted nor relevant scores 0)."""
     p, y = _predictions(predictions, labels)
-    return float(f1_score(y, p, average="macro", zero_division=0))
+    return float(require("sklearn.metrics", "metrics").f1_score(y, p, average="macro", zero_division=0))
 
 
 def multilabel_report(scores: ArrayLike, labels: ArrayLike, *, threshold: float = 0.0) -> dict[str, float]:

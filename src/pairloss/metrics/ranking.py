@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import roc_auc_score
 
+from pairloss._optional import require
 from pairloss._validation import check_choice
 from pairloss.losses._lists import PAD, group_to_lists
 
@@ -133,7 +133,7 @@ def auc(scores: ArrayLike, labels: ArrayLike) -> float:
         raise ValueError("scores must be finite and match labels in length")
     if y.min(initial=1.0) == y.max(initial=0.0):
         raise ValueError("AUC needs both positive and negative labels")
-    return float(roc_auc_score(y, s))
+    return float(require("sklearn.metrics", "metrics").roc_auc_score(y, s))
 
 
 def gauc(scores: ArrayLike, labels: ArrayLike, group_ids: ArrayLike) -> float:

@@ -21,14 +21,18 @@ that memory stays ``O(chunk · max(k, max_q R_q))`` however many queries there a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pairloss._optional import require
 from pairloss._validation import check_choice, check_embeddings, check_labels
+
+if TYPE_CHECKING:
+    import faiss
 
 __all__ = ["METRICS", "retrieval", "retrieval_per_query"]
 
@@ -163,6 +167,7 @@ def retrieval_per_query(
     names = [f"recall@{n}" for n in ks] + [f"precision@{n}" for n in ks] + ["r_precision", "map@r"]
     out = {name: torch.empty(query.shape[0], dtype=torch.float64) for name in names}
     queries = _search_matrix(query, metric)
+    faiss = require("faiss", "retrieval")
     threads = faiss.omp_get_max_threads()
     if min(chunk, query.shape[0]) * reference.shape[0] * reference.shape[1] < _SINGLE_THREAD_WORK:
         faiss.omp_set_num_threads(1)
@@ -212,6 +217,7 @@ def _search_matrix(x: Tensor, metric: str) -> np.ndarray:
 
 def _build_index(reference: Tensor, metric: str) -> faiss.Index:
     matrix = _search_matrix(reference, metric)
+    faiss = require("faiss", "retrieval")
     index = faiss.IndexFlatL2(matrix.shape[1]) if metric == "l2" else faiss.IndexFlatIP(matrix.shape[1])
     index.add(matrix)
     return index

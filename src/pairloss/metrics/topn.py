@@ -12,8 +12,9 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
 from torch import Tensor
+
+from pairloss._optional import require
 
 __all__ = ["kendall_tau", "precision_at_n", "recall_at_n", "top_n_hits"]
 
@@ -65,6 +66,7 @@ def kendall_tau(scores: Tensor, target: Tensor, valid: Tensor | None = None) -> 
     s = scores.detach().cpu().double().numpy()
     t = target.detach().cpu().double().numpy()
     v = np.ones_like(s, dtype=bool) if valid is None else valid.detach().cpu().numpy().astype(bool)
+    kendalltau = require("scipy.stats", "metrics").kendalltau
     taus = []
     for row_s, row_t, row_v in zip(s, t, v):
         if row_v.sum() < 2:

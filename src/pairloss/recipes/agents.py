@@ -31,8 +31,8 @@ from pairloss.losses.ranking import ranknet_loss
 from pairloss.metrics.ranking import ndcg_at_k
 from pairloss.metrics.topn import precision_at_n, recall_at_n
 from pairloss.models.agents import AgentScorer
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 __all__ = ["RECIPE"]
 

@@ -35,8 +35,8 @@ from pairloss.losses.ranking import lambdarank_loss, listnet_loss, ranknet_loss
 from pairloss.losses.topn import awtr_loss, bpr_loss, warp_loss
 from pairloss.metrics.ranking import ndcg_at_k
 from pairloss.metrics.topn import kendall_tau, precision_at_n, recall_at_n
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 __all__ = ["RECIPE", "ScoreCorrector"]
 

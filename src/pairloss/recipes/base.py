@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairloss.progress import Reporter
 from pairloss.recipes.protocol import (
     Experiment,
     ExperimentResult,
@@ -40,6 +39,7 @@ from pairloss.recipes.protocol import (
 )
 from pairloss.recipes.protocol import aggregate as aggregate_runs
 from pairloss.recipes.report import metrics_table as markdown_table
+from pairloss.training.reporting import Reporter
 
 __all__ = ["Recipe", "RecipeResult", "SeedResult", "aggregate", "markdown_table", "run_recipe"]
 

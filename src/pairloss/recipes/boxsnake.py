@@ -37,10 +37,10 @@ from torch import Tensor
 
 from pairloss.data.instances import InstanceImage, load_instance_image
 from pairloss.losses.polygon import BoxCrops, box_crops, boxsnake_loss
+from pairloss.losses.rasterize import polygon_inside
 from pairloss.models.polygon import PolygonHead, box_polygon, from_unit_box, unit_box_polygon
-from pairloss.progress import Reporter
-from pairloss.rasterize import polygon_inside
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 __all__ = ["RECIPE"]
 

@@ -41,8 +41,8 @@ from pairloss.losses.metric import ContrastiveLoss, MultiSimilarityLoss, Triplet
 from pairloss.losses.recall import RecallAtKSurrogateLoss
 from pairloss.metrics.retrieval import retrieval
 from pairloss.models.mlp import MLPEmbedder
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 from pairloss.training.trainer import embed
 
 __all__ = ["LOSSES", "RECIPE"]

@@ -33,8 +33,8 @@ from pairloss.data.images import texture_patches
 from pairloss.losses.hashing import ash_loss, dpsh_loss, dsh_loss, hashnet_loss
 from pairloss.metrics.hashing import hamming_map, hamming_ranking, precision_recall_curve, precision_within_radius
 from pairloss.models.hashing import HashingCNN
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 __all__ = ["RECIPE"]
 

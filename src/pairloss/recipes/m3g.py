@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from pairloss.data.multiview import MultiViewData, synthetic_multiview
 from pairloss.losses.multiview import M3GLoss, average_of_rest_infonce_loss, pairwise_infonce_loss
+from pairloss.losses.ot import DEFAULT_OT_MEMORY_BUDGET, WORKING_COPIES
 from pairloss.models.mlp import MLPEmbedder
-from pairloss.ot import DEFAULT_OT_MEMORY_BUDGET, WORKING_COPIES
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

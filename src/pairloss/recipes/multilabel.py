@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from pairloss.data.multilabel import make_multilabel
 from pairloss.losses.multilabel import multilabel_pairwise_loss, multilabel_univariate_loss
 from pairloss.metrics.multilabel import label_ranking_average_precision, ranking_loss
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 __all__ = ["RECIPE"]
 

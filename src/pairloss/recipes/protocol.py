@@ -52,7 +52,8 @@ import torch
 
 from pairloss.recipes.stats import paired_comparison
 from pairloss.recipes.tuning import Param, TrialRecord, space_to_json, tune
-from pairloss.training.loop import ProgressReporter, SilentReporter, torch_threads
+from pairloss.training.loop import torch_threads
+from pairloss.training.reporting import Reporter
 
 __all__ = [
     "MIN_FULL_SEEDS",
@@ -185,7 +186,7 @@ class PrepareContext:
 
     config: Mapping[str, Any]
     cache_dir: Path
-    reporter: ProgressReporter
+    reporter: Reporter
     quick: bool
 
 
@@ -212,7 +213,7 @@ class RunContext:
     seed: int
     phase: Phase
     checkpoint: Path
-    reporter: ProgressReporter
+    reporter: Reporter
     label: str = ""
 
     @property
@@ -499,7 +500,7 @@ def _context(
     seed: int,
     phase: Phase,
     out_dir: Path,
-    reporter: ProgressReporter,
+    reporter: Reporter,
 ) -> RunContext:
     checkpoint = out_dir / "checkpoints" / f"{phase}-{_slug(method.name)}-{seed}.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -516,7 +517,7 @@ def _context(
     )
 
 
-def _tune_method(state: _Run, method: Method, data: Splits, trials: int, reporter: ProgressReporter) -> dict[str, Any]:
+def _tune_method(state: _Run, method: Method, data: Splits, trials: int, reporter: Reporter) -> dict[str, Any]:
     """Run (or finish) the search of ``method``; returns its ``tuning`` entry."""
     experiment, config = state.experiment, state.config
     space = space_to_json(method.space)
@@ -565,7 +566,7 @@ def run_experiment(
     seeds: int | None = None,
     quick: bool = False,
     overrides: Mapping[str, Any] | None = None,
-    reporter: ProgressReporter | None = None,
+    reporter: Reporter | None = None,
 ) -> ExperimentResult:
     """Run (or resume) ``experiment``: tuning, final runs on paired seeds, verdicts, table and figure.
 
@@ -585,7 +586,7 @@ def run_experiment(
         raise ValueError(f"seeds must be >= 1, got {n_seeds}")
     if not quick and n_seeds < MIN_FULL_SEEDS:
         raise ValueError(f"a full run needs >= {MIN_FULL_SEEDS} seeds, got {n_seeds} (use --quick for fewer)")
-    reporter = reporter or SilentReporter()
+    reporter = reporter or Reporter()
     config = experiment.resolve_config(quick, overrides)
     trials = int(config["trials"])
     if trials < 1:

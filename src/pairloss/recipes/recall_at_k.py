@@ -56,7 +56,8 @@ from pairloss.recipes.protocol import (
 )
 from pairloss.recipes.tuning import Float, Param
 from pairloss.training.large_batch import large_batch_step
-from pairloss.training.loop import ClassBalancedBatches, FitConfig, ProgressReporter, fit, optimizer_step
+from pairloss.training.loop import ClassBalancedBatches, FitConfig, fit, optimizer_step
+from pairloss.training.reporting import Reporter
 from pairloss.training.trainer import embed
 
 __all__ = ["CLAIMS", "METHODS", "RECIPE", "SPACES"]
@@ -212,7 +213,7 @@ def _optimizer(model: nn.Module, loss: nn.Module, lr: float, config: dict[str, A
     return torch.optim.Adam(groups, weight_decay=config["weight_decay"])
 
 
-def _pretrain(x: Tensor, y: Tensor, config: dict[str, Any], path: Path, reporter: ProgressReporter) -> None:
+def _pretrain(x: Tensor, y: Tensor, config: dict[str, Any], path: Path, reporter: Reporter) -> None:
     """Train the backbone with normalised-softmax cross-entropy on the pretraining classes; save its weights."""
     torch.manual_seed(0)
     model = build_backbone("glyph_cnn", config["embedding_size"])

@@ -37,8 +37,8 @@ from pairloss.losses.calibrated import (
 )
 from pairloss.metrics.calibration import ReliabilityCurve, ece, log_loss, pcoc, reliability_curve, reliability_diagram
 from pairloss.metrics.ranking import auc, gauc
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 __all__ = ["METHODS", "RECIPE", "CTRModel"]
 

@@ -47,8 +47,8 @@ from pairloss.data.depth import (
 )
 from pairloss.losses.domain import SimRealPairLoss
 from pairloss.models.mlp import MLPEmbedder
-from pairloss.progress import Reporter
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.training.reporting import Reporter
 
 __all__ = ["RECIPE", "rollout_success"]
 

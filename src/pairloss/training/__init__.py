@@ -1,17 +1,16 @@
 """Training: the one training loop (:func:`fit`), class-balanced batches, the multi-stage large-batch step, a
-small embedding trainer, and ``pairloss train`` (``launch``)."""
+small embedding trainer, cross-rank losses and the progress-reporting interface."""
 
 from pairloss.training.large_batch import LargeBatchResult, large_batch_backward, large_batch_step
 from pairloss.training.loop import (
     ClassBalancedBatches,
     FitConfig,
     FitResult,
-    ProgressReporter,
-    SilentReporter,
     fit,
     optimizer_step,
     torch_threads,
 )
+from pairloss.training.reporting import Reporter
 from pairloss.training.trainer import TrainConfig, TrainHistory, embed, train_embedding
 
 __all__ = [
@@ -19,8 +18,7 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "LargeBatchResult",
-    "ProgressReporter",
-    "SilentReporter",
+    "Reporter",
     "TrainConfig",
     "TrainHistory",
     "embed",

@@ -29,47 +29,28 @@ run makes the same updates as an uninterrupted one. The file is deleted when the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from pairloss.data.samplers import MPerClassSampler
+from pairloss.training.reporting import Reporter
 
 __all__ = [
     "ClassBalancedBatches",
     "FitConfig",
     "FitResult",
-    "ProgressReporter",
-    "SilentReporter",
     "fit",
     "optimizer_step",
     "torch_threads",
 ]
 
 T = TypeVar("T")
-
-
-class ProgressReporter(Protocol):
-    """What the loop needs from a progress display: a bar over an iterable and a log line."""
-
-    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]: ...
-
-    def log(self, message: str) -> None: ...
-
-
-class SilentReporter:
-    """A reporter that shows nothing (the default)."""
-
-    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-        yield from items
-
-    def log(self, message: str) -> None:
-        return None
 
 
 @contextmanager
@@ -223,7 +204,7 @@ def fit(
     validate: Callable[[], float] | None = None,
     scheduler: Any | None = None,
     checkpoint: str | Path | None = None,
-    reporter: ProgressReporter | None = None,
+    reporter: Reporter | None = None,
 ) -> FitResult:
     """Make ``config.updates`` optimiser updates with ``update(step)``, validating, checkpointing and stopping early.
 
@@ -246,7 +227,7 @@ def fit(
     named = {"model": modules} if isinstance(modules, nn.Module) else dict(modules)
     if not named:
         raise ValueError("modules is empty: give at least the model")
-    reporter = reporter or SilentReporter()
+    reporter = reporter or Reporter()
     path = Path(checkpoint) if checkpoint is not None else None
     result = FitResult()
     best_state: dict[str, dict[str, Tensor]] | None = None

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pairloss.training.loop import ClassBalancedBatches, FitConfig, ProgressReporter, fit, optimizer_step
+from pairloss.training.loop import ClassBalancedBatches, FitConfig, fit, optimizer_step
+from pairloss.training.reporting import Reporter
 
 __all__ = ["TrainConfig", "TrainHistory", "embed", "train_embedding"]
 
@@ -40,7 +41,7 @@ def train_embedding(
     x: Tensor,
     y: Tensor,
     config: TrainConfig = TrainConfig(),
-    reporter: ProgressReporter | None = None,
+    reporter: Reporter | None = None,
     description: str = "training",
 ) -> TrainHistory:
     """Train ``model`` so that ``loss_fn(model(x_batch), y_batch)`` decreases, ``config.epochs`` epochs of

@@ -1,6 +1,7 @@
 """Progress bars for long work (training, reproductions, benchmarks), built on rich.
 
-Library code takes an optional :class:`Reporter`; ``Reporter.silent()`` turns the bars off (tests, notebooks).
+:class:`RichReporter` implements :class:`pairloss.training.reporting.Reporter`, the interface that the library's
+training loops and recipes take; ``RichReporter(enabled=False)`` turns the bars off.
 """
 
 from __future__ import annotations
@@ -12,23 +13,20 @@ from typing import TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["Reporter"]
+from pairloss.training.reporting import Reporter
+
+__all__ = ["RichReporter"]
 
 T = TypeVar("T")
 
 
-class Reporter:
+class RichReporter(Reporter):
     """A shared rich progress display; ``track`` wraps an iterable in a bar that disappears when done."""
 
     def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
         self.enabled = enabled
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
-
-    @classmethod
-    def silent(cls) -> Reporter:
-        """A reporter that shows nothing."""
-        return cls(enabled=False)
 
     @contextmanager
     def session(self) -> Iterator[Reporter]:

@@ -33,11 +33,12 @@ from rich.table import Table
 from torch import Tensor, nn
 
 import pairloss
+from pairloss.app.progress import RichReporter
 from pairloss.data.glyphs import glyph_pools, render_glyphs
 from pairloss.metrics import retrieval
 from pairloss.models.backbones import build_backbone
-from pairloss.progress import Reporter
 from pairloss.training import ClassBalancedBatches, FitConfig, embed, fit, large_batch_step, optimizer_step
+from pairloss.training.reporting import Reporter
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -231,7 +232,7 @@ def run_demo(
         raise ValueError(f"unknown demo loss(es) {unknown}; choose from {sorted(DEMO_LOSSES)}")
     if seeds < 1 or updates < 1:
         raise ValueError(f"seeds and updates must be >= 1, got {seeds} and {updates}")
-    reporter = Reporter(console=console)
+    reporter = RichReporter(console=console)
     started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small CNN: one thread is fastest on a shared CPU

@@ -2,7 +2,7 @@
 
 Under ``torchrun --nproc-per-node P`` (``WORLD_SIZE > 1`` in the environment) every rank draws the same global
 batches from a seeded :class:`~pairloss.data.MPerClassSampler`, keeps its 1/P slice, and the loss is wrapped in
-:class:`~pairloss.distributed.CrossRankLoss` inside ``DistributedDataParallel``: the update equals the
+:class:`~pairloss.training.distributed.CrossRankLoss` inside ``DistributedDataParallel``: the update equals the
 single-process update on the global batch (the tests check the parameters after training).
 """
 
@@ -19,10 +19,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pairloss.app.progress import RichReporter
 from pairloss.data import MPerClassSampler, open_set_digits
-from pairloss.distributed import CrossRankLoss
 from pairloss.models import MLPEmbedder
-from pairloss.progress import Reporter
+from pairloss.training.distributed import CrossRankLoss
+from pairloss.training.reporting import Reporter
 
 __all__ = ["TrainResult", "train_digits"]
 
@@ -67,7 +68,7 @@ def train_digits(
     group this call starts from the launcher's environment is destroyed before it returns; one that already exists
     is used and left to its owner.
     """
-    from pairloss.demo import DEMO_LOSSES
+    from pairloss.app.demo import DEMO_LOSSES
     from pairloss.metrics import retrieval
 
     if loss not in DEMO_LOSSES:
@@ -86,7 +87,7 @@ def train_digits(
             model = DistributedDataParallel(model)
         loss_fn = CrossRankLoss(criterion)
         optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=lr)
-        reporter = reporter or (Reporter() if rank == 0 else Reporter.silent())
+        reporter = reporter or (RichReporter() if rank == 0 else Reporter.silent())
         for epoch in reporter.track(range(epochs), f"training {loss} on {world} process(es)"):
             for batch in MPerClassSampler(split.train_y, m_per_class, batch_size, seed=seed + epoch):
                 local = batch.tensor_split(world)[rank].to(device)

@@ -10,8 +10,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pairloss.progress import Reporter
-
 app = typer.Typer(help="pairloss: pairwise losses, their metrics, and one-command paper reproductions.")
 console = Console()
 
@@ -42,7 +40,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
 ) -> None:
     """Open-set glyph retrieval with a small CNN, then the losses' speed and memory beside naive N×N code."""
-    from pairloss.demo import DEFAULT_LOSSES, run_demo
+    from pairloss.app.demo import DEFAULT_LOSSES, run_demo
 
     try:
         run_demo(
@@ -65,7 +63,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train on digits 0–4 and evaluate on 5–9; under `torchrun --nproc-per-node N` the batch spans the processes."""
-    from pairloss.training.launch import train_digits
+    from pairloss.app.launch import train_digits
 
     result = train_digits(loss=loss, epochs=epochs, batch_size=batch_size, seed=seed)
     if result.metrics:
@@ -91,6 +89,7 @@ def reproduce(
     ] = False,
 ) -> None:
     """Reproduce a paper's headline claim: writes OUT/NAME/results.json, table.md and figure.png."""
+    from pairloss.app.progress import RichReporter
     from pairloss.recipes import all_recipes, get_recipe, run_recipe
     from pairloss.recipes import render as docs
 
@@ -117,7 +116,7 @@ def reproduce(
             names = [get_recipe(name).name]
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
-    reporter = Reporter(console=console)
+    reporter = RichReporter(console=console)
     for recipe_name in names:
         try:
             result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=reporter)
