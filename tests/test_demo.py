@@ -33,7 +33,9 @@ def test_naive_recall_at_k_counts_ranks_from_the_formula() -> None:
 
 def test_tiny_demo_writes_results_and_figure(tmp_path) -> None:
     # one loss keeps the test short: each speed case starts a fresh interpreter
-    results = run_demo(["rs@k"], seeds=2, updates=2, classes=6, samples=4, speed_batch=32, out=tmp_path)
+    results = run_demo(
+        ["rs@k"], seeds=2, updates=2, train_classes=6, test_classes=5, samples=4, speed_batch=32, out=tmp_path
+    )
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert set(saved["summary"]) == {"raw pixels (no training)", "rs@k"}
     assert len(saved["per_seed"]["rs@k"]) == 2 and saved["summary"]["rs@k"]["map@r"]["std"] >= 0

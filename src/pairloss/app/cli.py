@@ -35,7 +35,7 @@ def demo(
         list[str] | None, typer.Option(help="Loss to train with (repeatable); default: contrastive and RS@k.")
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per loss (the spread of the metrics).")] = 3,
-    updates: Annotated[int, typer.Option(min=1, help="Optimiser updates per training run.")] = 150,
+    updates: Annotated[int, typer.Option(min=1, help="Optimiser updates per training run.")] = 200,
     speed_batch: Annotated[int, typer.Option(min=8, help="Batch of the speed and memory comparison.")] = 4096,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
 ) -> None:
