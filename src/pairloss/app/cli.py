@@ -1,4 +1,4 @@
-"""The ``pairloss`` command: ``list``, ``demo``, ``reproduce NAME``."""
+"""The ``pairloss`` command: ``list``, ``demo``, ``train CONFIG``, ``reproduce NAME``."""
 
 from __future__ import annotations
 
@@ -55,20 +55,45 @@ def demo(
         raise typer.BadParameter(str(error)) from error
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
-    loss: Annotated[str, typer.Option(help="Loss to train with (one of the demo losses).")] = "contrastive",
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option(min=2, help="Global batch size (all processes together).")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    config: Annotated[str | None, typer.Argument(help="A shipped config (see --list) or a YAML file.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides in dotted form, e.g. train.epochs=2 out=runs/x.")
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the shipped configs and exit.")] = False,
 ) -> None:
-    """Train on digits 0–4 and evaluate on 5–9; under `torchrun --nproc-per-node N` the batch spans the processes."""
-    from pairloss.app.launch import train_digits
+    """Train on a benchmark from a config: writes OUT/config.yaml, metrics.json, last.ckpt and TensorBoard scalars.
 
-    result = train_digits(loss=loss, epochs=epochs, batch_size=batch_size, seed=seed)
-    if result.metrics:
-        console.print({name: round(value, 4) for name, value in result.metrics.items()})
-        console.print(f"trained on {result.world_size} process(es)")
+    Rerunning the same command resumes from OUT/last.ckpt. Under `torchrun --nproc-per-node N` the global batch
+    spans the processes.
+    """
+    from pairloss.training.config import list_configs, load_config
+
+    if list_:
+        table = Table(title="pairloss train configs")
+        table.add_column("config", style="bold")
+        table.add_column("setting")
+        table.add_column("paper")
+        for info in list_configs():
+            table.add_row(info.name, escape(info.description), escape(info.paper))
+        console.print(table)
+        return
+    if config is None:
+        raise typer.BadParameter("give a CONFIG (see --list)")
+    from pairloss.app.progress import RichReporter
+    from pairloss.training.experiment import run_experiment
+
+    try:
+        resolved = load_config(config, overrides or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    try:
+        result = run_experiment(resolved, reporter=RichReporter())
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from error
+    console.print(f"wrote {result.out}/config.yaml, metrics.json, last.ckpt, tensorboard/")
 
 
 @app.command()

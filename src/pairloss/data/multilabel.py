@@ -6,7 +6,9 @@
   ``|c|`` when negative).
 * :func:`load_svmlight_multilabel` reads ``l1,l2,... idx:val idx:val`` lines (the LIBSVM multi-label data sets)
   with scikit-learn's parser.
-* :func:`make_multilabel` draws a well-specified linear problem with ``c`` labels and a known ideal scorer.
+* :func:`make_multilabel` draws a well-specified linear problem with ``c`` labels and a known ideal scorer;
+  :class:`LinearMultiLabelProblem` is the same kind of problem as a fixed distribution with a set label prevalence,
+  from which independent samples are drawn (fresh training sets for a generalisation experiment).
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from scipy import sparse
 from sklearn.datasets import load_svmlight_file
 
 __all__ = [
+    "LinearMultiLabelProblem",
     "MultiLabelData",
     "load_arff",
     "load_svmlight_multilabel",
     "make_multilabel",
     "mulan_label_names",
 ]
+
+#: Draws used to set the bias of a :class:`LinearMultiLabelProblem` to its prevalence.
+_CALIBRATION_DRAWS = 400_000
 
 
 @dataclass
@@ -86,6 +92,29 @@ def _parse_value(token: str, nominal: list[str] | None, attribute: str) -> float
         raise ValueError(f"cannot read value {token!r} of attribute {attribute!r}") from error
 
 
+def _sparse_row(line: str, names: list[str], nominals: list[list[str] | None]) -> list[tuple[int, float]]:
+    pairs = []
+    for entry in (e.strip() for e in line.strip("{}").split(",")):
+        if not entry:
+            continue
+        index, _, text = entry.partition(" ")
+        try:
+            j = int(index)
+        except ValueError:
+            raise ValueError(f"sparse entry {entry!r} is not '<index> <value>'") from None
+        if not 0 <= j < len(names):
+            raise ValueError(f"sparse index {j} out of range for {len(names)} attributes")
+        pairs.append((j, _parse_value(text, nominals[j], names[j])))
+    return pairs
+
+
+def _dense_row(line: str, names: list[str], nominals: list[list[str] | None]) -> list[float]:
+    values = line.split(",")
+    if len(values) != len(names):
+        raise ValueError(f"a data row has {len(values)} values but there are {len(names)} attributes")
+    return [_parse_value(v, nominals[j], names[j]) for j, v in enumerate(values)]
+
+
 def load_arff(
     path: str | Path,
     *,
@@ -113,7 +142,7 @@ def load_arff(
     n_rows = 0
     in_data = False
     with open(path, encoding="utf-8") as handle:
-        for raw in handle:
+        for line_number, raw in enumerate(handle, start=1):
             line = raw.strip()
             if not line or line.startswith("%"):
                 continue
@@ -130,23 +159,14 @@ def load_arff(
                 elif lower.startswith("@data"):
                     in_data = True
                 continue
-            if line.startswith("{"):
-                entries = [e.strip() for e in line.strip("{}").split(",") if e.strip()]
-                pairs = []
-                for entry in entries:
-                    index, _, text = entry.partition(" ")
-                    j = int(index)
-                    if not 0 <= j < len(names):
-                        raise ValueError(f"sparse index {j} out of range for {len(names)} attributes")
-                    pairs.append((j, _parse_value(text, nominals[j], names[j])))
-                sparse_rows.append((n_rows, pairs))
-                n_rows += 1
-            else:
-                values = line.split(",")
-                if len(values) != len(names):
-                    raise ValueError(f"a data row has {len(values)} values but there are {len(names)} attributes")
-                dense_rows.append((n_rows, [_parse_value(v, nominals[j], names[j]) for j, v in enumerate(values)]))
-                n_rows += 1
+            try:
+                if line.startswith("{"):
+                    sparse_rows.append((n_rows, _sparse_row(line, names, nominals)))
+                else:
+                    dense_rows.append((n_rows, _dense_row(line, names, nominals)))
+            except ValueError as error:
+                raise ValueError(f"{path}:{line_number}: {error}") from None
+            n_rows += 1
     if not names:
         raise ValueError(f"{path}: no @attribute found")
     table = np.zeros((n_rows, len(names)), dtype=np.float64)
@@ -258,3 +278,78 @@ def make_multilabel(
         label_names=[f"label{j}" for j in range(n_labels)],
         true_scores=true_scores,
     )
+
+
+@dataclass(frozen=True)
+class LinearMultiLabelProblem:
+    """A fixed linear multi-label distribution: draw as many independent samples from it as needed.
+
+        x ~ N(0, I_d),   t_j(x) = signal · x·w_j + b,   y_j = 1[t_j(x) + noise · ε_j > 0]
+
+    with unit columns ``w_j`` (drawn once, from ``seed``), ``ε_j`` standard logistic and one bias ``b`` for all
+    labels, set so that every label is relevant with probability ``prevalence``. ``x·w_j ~ N(0, 1)`` for every
+    ``j``, so the prevalence does not depend on ``c``: the instance-wise imbalance ``|Y⁻| / |Y⁺|`` is about
+    ``(1 − prevalence) / prevalence`` whatever the number of labels, and the two factors can be varied apart.
+    Rows may draw no relevant label (they carry no label pair; the ranking loss leaves them out).
+
+    Build it with :meth:`create`; :meth:`sample` draws ``n`` rows with their ideal scores ``t(x)``.
+    """
+
+    weights: NDArray[np.float64]
+    bias: float
+    signal: float
+    noise: float
+    prevalence: float
+
+    @property
+    def n_features(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def n_labels(self) -> int:
+        return int(self.weights.shape[1])
+
+    @classmethod
+    def create(
+        cls,
+        n_labels: int,
+        *,
+        n_features: int = 32,
+        prevalence: float = 0.2,
+        signal: float = 3.0,
+        noise: float = 1.0,
+        seed: int = 0,
+    ) -> LinearMultiLabelProblem:
+        """The problem with ``n_labels`` labels, each relevant with probability ``prevalence``.
+
+        Raises:
+            ValueError: on a non-positive size, a prevalence outside ``(0, 1)`` or a negative signal or noise.
+        """
+        if n_labels < 1 or n_features < 1:
+            raise ValueError(f"n_labels and n_features must be >= 1, got {n_labels} and {n_features}")
+        if not 0 < prevalence < 1:
+            raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
+        if signal < 0 or noise < 0 or signal + noise == 0:
+            raise ValueError(f"signal and noise must be >= 0 and not both 0, got {signal} and {noise}")
+        rng = np.random.default_rng(seed)
+        weights = rng.standard_normal((n_features, n_labels))
+        weights /= np.linalg.norm(weights, axis=0, keepdims=True)
+        calibration = signal * rng.standard_normal(_CALIBRATION_DRAWS) + noise * rng.logistic(size=_CALIBRATION_DRAWS)
+        bias = -float(np.quantile(calibration, 1 - prevalence))
+        return cls(weights, bias, float(signal), float(noise), float(prevalence))
+
+    def sample(self, n_samples: int, seed: int) -> MultiLabelData:
+        """``n_samples`` independent rows (features float32, labels uint8, ``true_scores`` = ``t(x)``)."""
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((n_samples, self.n_features))
+        true_scores = self.signal * x @ self.weights + self.bias
+        labels = (true_scores + self.noise * rng.logistic(size=true_scores.shape) > 0).astype(np.uint8)
+        return MultiLabelData(
+            features=x.astype(np.float32),
+            labels=labels,
+            feature_names=[f"x{j}" for j in range(self.n_features)],
+            label_names=[f"label{j}" for j in range(self.n_labels)],
+            true_scores=true_scores,
+        )

@@ -50,7 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pairloss.recipes.stats import paired_comparison
+from pairloss.recipes.stats import mean_interval, paired_comparison
 from pairloss.recipes.tuning import Param, TrialRecord, space_to_json, tune
 from pairloss.training.loop import torch_threads
 from pairloss.training.reporting import Reporter
@@ -250,6 +250,8 @@ class Experiment:
         lower_is_better: metrics that improve downwards (their claimed difference is control − treatment).
         seeds: seeds of a full run (at least :data:`MIN_FULL_SEEDS`).
         quick_seeds: seeds of a quick run.
+        tables: how the docs show the test metrics: ``(title, metrics)`` pairs, one table each with those columns
+            (empty: one table with every metric).
     """
 
     name: str
@@ -267,6 +269,7 @@ class Experiment:
     lower_is_better: frozenset[str] = frozenset()
     seeds: int = MIN_FULL_SEEDS
     quick_seeds: int = 2
+    tables: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.methods]
@@ -330,6 +333,10 @@ class ExperimentResult(OutputFiles):
     def per_seed(self) -> dict[int, dict[str, dict[str, Any]]]:
         """``{seed: {method: {"metrics": ..., "extra": ...}}}``."""
         return {int(s): runs for s, runs in self.payload["per_seed"].items()}
+
+    def mean_ci(self, method: str, metric: str) -> tuple[float, float]:
+        """``method``'s mean ``metric`` over the seeds and the half-width of its 95% t interval (figures' bars)."""
+        return mean_interval([runs[method]["metrics"][metric] for runs in self.per_seed.values() if method in runs])
 
 
 def _jsonable(value: Any) -> Any:

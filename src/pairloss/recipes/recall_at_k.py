@@ -347,14 +347,13 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
         gridspec_kw={"height_ratios": [len(methods), len(claims)]},
     )
     rows = range(len(methods))[::-1]
-    means = [result.summary[m]["recall@1"]["mean"] for m in methods]
-    stds = [result.summary[m]["recall@1"]["std"] for m in methods]
-    top.barh(list(rows), means, xerr=stds, color="tab:blue", alpha=0.6, capsize=3)
+    bars = [result.mean_ci(m, "recall@1") for m in methods]
+    top.barh(list(rows), [b[0] for b in bars], xerr=[b[1] for b in bars], color="tab:blue", alpha=0.6, capsize=3)
     for row, method in zip(rows, methods, strict=True):
         seeds = [runs[method]["metrics"]["recall@1"] for runs in result.per_seed.values() if method in runs]
         top.plot(seeds, [row] * len(seeds), "k.", markersize=4)
     top.set_yticks(list(rows), methods, fontsize=9)
-    top.set_xlabel("test Recall@1 (bar: mean ± std over seeds; dots: seeds)", fontsize=9)
+    top.set_xlabel("test Recall@1: mean and 95% CI (bars), seeds (dots)", fontsize=9)
     top.set_title("Open-set glyph retrieval (unseen test classes)", fontsize=10)
     plot_verdicts(bottom, claims, metric="recall@1")
     bottom.tick_params(labelsize=9)
