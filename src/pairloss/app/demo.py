@@ -327,7 +327,8 @@ def _figure(
         means = [100 * metrics[f"recall@{k}"]["mean"] for k in K]
         stds = [100 * metrics[f"recall@{k}"]["std"] for k in K]
         style = "k--" if name == RAW else "o-"
-        ax.errorbar(K, means, yerr=stds, fmt=style, capsize=3, label=name)
+        label = f"{name} (batch {LARGE_BATCH}, multi-stage)" if name in LARGE_BATCH_LOSSES else name
+        ax.errorbar(K, means, yerr=stds, fmt=style, capsize=3, label=label)
     ax.set(xscale="log", xlabel="k", ylabel="test Recall@k (%)")
     ax.minorticks_off()
     ax.set_xticks(K, [str(k) for k in K])
