@@ -34,6 +34,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 import pairloss
+from pairloss.app.output import output_folder
 from pairloss.app.progress import RichReporter
 from pairloss.data.glyphs import glyph_pools, render_glyphs
 from pairloss.metrics import retrieval
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_LOSSES",
     "DEMO_LOSSES",
     "LARGE_BATCH_LOSSES",
+    "demo_loss_name",
     "naive_contrastive_loss",
     "naive_recall_at_k_loss",
     "run_demo",
@@ -213,6 +215,21 @@ def _speed_and_memory(losses: Sequence[str], n: int, reporter: Reporter) -> dict
 # --- the demo ---------------------------------------------------------------------------------------------------
 
 
+def _squashed(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def demo_loss_name(name: str) -> str:
+    """The :data:`DEMO_LOSSES` key that ``name`` means: the key itself (``multi-similarity``) or the loss's class name
+    (``MultiSimilarityLoss``), in any case, with or without dashes; ``ValueError`` listing both otherwise."""
+    classes = {key: type(factory(2, 2)).__name__ for key, factory in DEMO_LOSSES.items()}
+    aliases = {_squashed(alias): key for key, cls in classes.items() for alias in (key, cls)}
+    if _squashed(name) not in aliases:
+        choices = ", ".join(f"{key} ({cls})" for key, cls in classes.items())
+        raise ValueError(f"unknown loss {name!r}; choose from {choices}")
+    return aliases[_squashed(name)]
+
+
 def run_demo(
     losses: Sequence[str] = DEFAULT_LOSSES,
     *,
@@ -227,12 +244,13 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train a small CNN per loss and seed on glyphs, retrieve unseen glyphs, time the losses against naive N×N code.
 
-    Prints the tables, writes ``out/demo/results.json`` and ``out/demo/figure.png`` and returns the results.
+    ``losses`` are :data:`DEMO_LOSSES` keys or the losses' class names. Prints the tables, writes
+    ``out/demo/results.json`` and ``out/demo/figure.png`` (the folder is created, or found unwritable with a
+    ``ValueError``, before any training) and returns the results.
     """
     console = console or Console()
-    unknown = [name for name in losses if name not in DEMO_LOSSES]
-    if unknown:
-        raise ValueError(f"unknown demo loss(es) {unknown}; choose from {sorted(DEMO_LOSSES)}")
+    losses = list(dict.fromkeys(demo_loss_name(name) for name in losses))
+    out_dir = output_folder(Path(out) / "demo")
     if seeds < 1 or updates < 1:
         raise ValueError(f"seeds and updates must be >= 1, got {seeds} and {updates}")
     reporter = RichReporter(console=console)
@@ -253,8 +271,6 @@ def run_demo(
         torch.set_num_threads(threads)
     summary = {name: _summary(runs) for name, runs in per_seed.items()}
     _print_tables(console, summary, speed, train_classes, test_classes, seeds, speed_batch)
-    out_dir = Path(out) / "demo"
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = {
         "data": {
             "train_classes": train_classes,

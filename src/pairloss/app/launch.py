@@ -50,11 +50,10 @@ def train_digits(
     group this call starts from the launcher's environment is destroyed before it returns; one that already exists
     is used and left to its owner.
     """
-    from pairloss.app.demo import DEMO_LOSSES
+    from pairloss.app.demo import DEMO_LOSSES, demo_loss_name
     from pairloss.metrics import retrieval
 
-    if loss not in DEMO_LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose from {sorted(DEMO_LOSSES)}")
+    loss = demo_loss_name(loss)
     with process_group_from_environment():
         distributed = dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)

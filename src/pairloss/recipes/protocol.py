@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pairloss.recipes.results_file import read_previous, set_aside
 from pairloss.recipes.stats import mean_interval, paired_comparison
 from pairloss.recipes.tuning import Param, TrialRecord, space_to_json, tune
 from pairloss.training.loop import torch_threads
@@ -421,11 +422,8 @@ def environment() -> dict[str, Any]:
 
 
 def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mode: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    saved = read_previous(path)
+    if saved is None:
         return None
     same = (
         saved.get("protocol") == PROTOCOL_VERSION
@@ -433,6 +431,8 @@ def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mo
         and saved.get("mode") == mode
         and saved.get("config") == _jsonable(config)
     )
+    if not same:
+        set_aside(path, "was written by another protocol version, recipe, mode or configuration")
     return saved if same else None
 
 

@@ -34,6 +34,7 @@ stage 3 back-propagates, and every parameter gradient, carry the scale that ``gr
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,6 +174,15 @@ def large_batch_backward(
             (scale_loss(loss) if scale_loss is not None else loss).backward()
         if embeddings.grad is None:
             raise ValueError("loss_fn does not depend on the embeddings")
+        value = float(loss.detach())
+        if value != 0 and not bool(embeddings.grad.any()):
+            warnings.warn(
+                f"the gradient of loss_fn w.r.t. the embeddings is exactly 0 although the loss is {value:.6g}: "
+                "this step leaves the model as it is (a saturated loss, such as RS@k on an untrained network "
+                "whose similarities are all alike)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         grads = embeddings.grad.split(chunk_size)
 
         for chunk, state, grad in zip(chunks, states, grads, strict=True):
@@ -181,7 +191,7 @@ def large_batch_backward(
                 out = model(chunk)
             out.backward(grad.to(out.dtype))
         after_stage_one.restore()
-    return LargeBatchResult(float(loss.detach()), embeddings.detach())
+    return LargeBatchResult(value, embeddings.detach())
 
 
 def large_batch_step(
