@@ -600,10 +600,10 @@ def run_experiment(
         raise ValueError(f"trials must be >= 1, got {trials}")
     out_dir = Path(out) / experiment.name
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
-    state = _Run(experiment, config, "quick" if quick else "full", list(range(n_seeds)), out_dir)
-    if state.resumed:
-        reporter.log(f"{experiment.name}: resuming from {out_dir / 'results.json'}")
-    with torch_threads(config.get("threads")):
+    with torch_threads(config.get("threads")):  # first, so that the recorded environment has the run's threads
+        state = _Run(experiment, config, "quick" if quick else "full", list(range(n_seeds)), out_dir)
+        if state.resumed:
+            reporter.log(f"{experiment.name}: resuming from {out_dir / 'results.json'}")
         _seed_everything(0)
         data = experiment.prepare(PrepareContext(config, out_dir / "cache", reporter, quick))
         state.payload["data"] = _jsonable(dict(data.info))
