@@ -122,7 +122,7 @@ def test_marginals_within_tolerance(k: int, n: int) -> None:
 def test_primal_equals_dual_and_relative_epsilon() -> None:
     cost = sum_of_pairwise_costs(random_points(3, 5, seed=6))
     result = multimarginal_sinkhorn(cost, relative_epsilon=0.2, tol=1e-11, max_iter=20000, check_every=1)
-    assert result.epsilon == pytest.approx(0.2 * float(cost.std()))
+    assert result.epsilon == pytest.approx(0.2 * float(cost.std(correction=0)))  # population std, as OTT-JAX
     assert float(result.primal_value()) == pytest.approx(float(result.value), abs=1e-8)
 
 
@@ -203,3 +203,30 @@ def test_memory_budget_error_says_what_is_needed() -> None:
     assert check_tensor_size([128] * 4, torch.float32, 8 * 2**30) == 128**4
     with pytest.raises(ValueError, match="beyond the memory budget"):
         multimarginal_sinkhorn(torch.rand(4, 4, 4), memory_budget=1000)
+
+
+@pytest.mark.parametrize("single_thread_entries", [2**26, 0])
+def test_small_cpu_solves_run_on_one_thread_and_restore_the_setting(
+    monkeypatch: pytest.MonkeyPatch, single_thread_entries: int
+) -> None:
+    import pairloss.losses.ot as ot_module
+
+    seen: list[int] = []
+    contract = ot_module._contract_last
+
+    def recording(kernel: torch.Tensor, scaling: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return contract(kernel, scaling)
+
+    monkeypatch.setattr(ot_module, "_contract_last", recording)
+    monkeypatch.setattr(ot_module, "SINGLE_THREAD_ENTRIES", single_thread_entries)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cost = sum_of_pairwise_costs(random_points(3, 6, seed=9))
+        result = multimarginal_sinkhorn(cost, relative_epsilon=0.1, tol=1e-9, max_iter=5000)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert set(seen) == ({1} if single_thread_entries else {2})
+    assert result.converged

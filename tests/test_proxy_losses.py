@@ -162,7 +162,7 @@ def test_per_sample_reducers_match_pml(name: str, reducer: str) -> None:
     theirs = pml_cls(num_classes=C, embedding_size=D, reducer=theirs_reducer)
     getattr(theirs, attr).data = getattr(ours, attr).detach().clone()
     x, y = _batch(seed=7)
-    assert float(ours(x, y)) == pytest.approx(float(theirs(x, y)), rel=1e-9)
+    assert ours(x, y).item() == pytest.approx(theirs(x, y).item(), rel=1e-9)
     per_sample = ours_cls(C, D, reducer="none").double()
     getattr(per_sample, attr).data = getattr(ours, attr).detach().clone()
     elements = per_sample(x, y)["loss"]["losses"]

@@ -42,6 +42,7 @@ __all__ = [
     "TopN",
     "Uniform",
     "dcg_discounts",
+    "exp_gains",
     "ideal_dcg",
     "rank_positions",
     "top_n_membership",
@@ -124,9 +125,22 @@ def dcg_discounts(length: int, like: Tensor) -> Tensor:
     return 1.0 / torch.log2(1.0 + ranks)
 
 
+def exp_gains(relevance: Tensor, valid: Tensor) -> Tensor:
+    """Exponential gains ``2^y − 1`` of each list, scaled by ``2^−m`` with ``m`` the list's largest relevance
+    (0 at padded slots): ``2^(y − m) − 2^(−m)``.
+
+    Every NDCG-based loss uses gains only in ratios to a DCG of the same list, where the scale cancels; without it
+    ``2^y`` overflows float32 from a relevance of 128 on (float64: 1024) and the loss is NaN.
+    """
+    zero = torch.zeros((), dtype=relevance.dtype, device=relevance.device)
+    top = torch.where(valid, relevance, zero).amax(dim=-1, keepdim=True).clamp_min(0)
+    return torch.where(valid, torch.exp2(relevance - top) - torch.exp2(-top), zero)
+
+
 def ideal_dcg(relevance: Tensor, valid: Tensor, k: int | None = None) -> Tensor:
-    """IDCG@k of each list with gain ``2^y − 1`` (0 at padded slots): ``Σ_{r ≤ k} (2^{y_(r)} − 1) / log2(1 + r)``."""
-    gains = torch.where(valid, torch.exp2(relevance) - 1.0, torch.zeros((), dtype=relevance.dtype))
+    """IDCG@k of each list with the gains of :func:`exp_gains` (``2^y − 1`` up to a per-list scale):
+    ``Σ_{r ≤ k} g_(r) / log2(1 + r)``."""
+    gains = exp_gains(relevance, valid)
     ideal, _ = torch.sort(gains, dim=-1, descending=True)
     disc = dcg_discounts(relevance.shape[-1], relevance)
     if k is not None:
@@ -194,11 +208,10 @@ class LambdaWeight(ListWeight):
         self.scheme, self.k, self.mu = scheme, k, float(mu)
 
     def __call__(self, scores: Tensor, relevance: Tensor, valid: Tensor) -> Tensor:
-        zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
         rank = rank_positions(scores, valid)
         inv_d = 1.0 / torch.log2(2.0 + rank.to(scores.dtype))
         idcg = ideal_dcg(relevance, valid, self.k).clamp_min(torch.finfo(scores.dtype).tiny)
-        gain = torch.where(valid, torch.exp2(relevance) - 1.0, zero) / idcg[:, None]
+        gain = exp_gains(relevance, valid) / idcg[:, None]
         if self.scheme == "ndcg_loss1":
             return (gain * inv_d)[:, :, None]
         gain_gap = (gain[:, :, None] - gain[:, None, :]).abs()

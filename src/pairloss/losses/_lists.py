@@ -18,14 +18,17 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from pairloss import memory
 from pairloss._validation import check_floating, check_tensor
 from pairloss.links import Link
+from pairloss.modules import BatchAxis
 from pairloss.pairs import RelevancePairs
 from pairloss.reducers import Reducer
-from pairloss.weights import ListWeight, Uniform, dcg_discounts, ideal_dcg
+from pairloss.weights import ListWeight, Uniform, dcg_discounts, exp_gains, ideal_dcg
 
 __all__ = [
+    "LIST_BATCH_AXES",
     "PAD",
     "Lists",
     "dcg_discounts",
+    "exp_gains",
     "group_to_lists",
     "ideal_dcg",
     "list_pair_loss",
@@ -38,6 +41,10 @@ PairSelector = Callable[[Tensor, slice], tuple[Tensor, Tensor | float]]
 
 #: Relevance value of a padded slot.
 PAD = -1.0
+
+#: How padded lists ``(scores [B, L], relevance [B, L])`` split over ranks are joined: lists along axis 0, the
+#: shorter ones padded to the longest with the padding convention (score 0, relevance ``-1``).
+LIST_BATCH_AXES = {"scores": BatchAxis(pad=0.0), "relevance": BatchAxis(pad=PAD)}
 
 
 @dataclass(frozen=True)

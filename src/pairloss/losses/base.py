@@ -7,10 +7,11 @@ import torch
 from torch import Tensor
 
 from pairloss._validation import check_pair_inputs
-from pairloss.modules import LOSSES, EmbeddingLoss, PairLoss, Registry, loss_module, registered_losses
+from pairloss.modules import LOSSES, BatchAxis, EmbeddingLoss, PairLoss, Registry, loss_module, registered_losses
 
 __all__ = [
     "LOSSES",
+    "BatchAxis",
     "EmbeddingLoss",
     "PairLoss",
     "Registry",

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_floating, check_positive, check_tensor
-from pairloss.losses._lists import group_to_lists
-from pairloss.losses.base import PairLoss, loss_module, mean_of_active
+from pairloss.losses._lists import PAD, group_to_lists
+from pairloss.losses.base import BatchAxis, PairLoss, loss_module, mean_of_active
 from pairloss.losses.ranking import ranknet_loss
 
 __all__ = [
@@ -42,7 +42,9 @@ def _check_clicks(logits: Tensor, labels: Tensor, *, logit_dim: int = 1) -> Tens
     check_floating(logits, "logits", ndim=logit_dim)
     check_tensor(labels, "labels")
     if labels.shape != logits.shape[:1]:
-        raise ValueError(f"labels must have shape [{logits.shape[0]}], got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have one click per row of logits: shape [{logits.shape[0]}], got {tuple(labels.shape)}"
+        )
     labels = labels.to(device=logits.device, dtype=logits.dtype)
     if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError("labels must be binary clicks (0 or 1)")
@@ -94,6 +96,10 @@ def self_boosted_pairwise_loss(
     gap = logits[:, None] - ref
     losses = torch.where(above, F.softplus(-sigma * gap), zero) + torch.where(below, F.softplus(sigma * gap), zero)
     return mean_of_active(losses.sum(), (above.sum() + below.sum()).to(logits.dtype))
+
+
+#: The dumped reference lists ``[n, M]`` of impressions on different ranks are padded to the longest (label ``-1``).
+REFERENCE_LIST_AXES = {"ref_scores": BatchAxis(pad=0.0), "ref_labels": BatchAxis(pad=PAD)}
 
 
 class PiecewiseLinearCalibrator(nn.Module):
@@ -273,6 +279,8 @@ class SelfBoostedPairwiseLoss(PairLoss):
     :func:`self_boosted_pairwise_loss`.
     """
 
+    batch_axes = REFERENCE_LIST_AXES
+
 
 @loss_module(
     sbcr_loss,
@@ -282,6 +290,8 @@ class SelfBoostedPairwiseLoss(PairLoss):
 )
 class SBCRLoss(PairLoss):
     """SBCR: ``loss(logits, labels, ref_scores, ref_labels, calibrated)``; see :func:`sbcr_loss`."""
+
+    batch_axes = REFERENCE_LIST_AXES
 
     def __init__(self, alpha: float = 1.0, sigma: float = 1.0) -> None:
         super().__init__()

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_choice, check_floating, check_positive
-from pairloss.engine import PairBlock, row_block_sums
-from pairloss.losses.base import PairLoss, loss_module
+from pairloss.engine import CROSS_RANK, PairBlock, row_block_sums
+from pairloss.losses.base import BatchAxis, PairLoss, loss_module
 from pairloss.losses.ot import (
     DEFAULT_OT_MEMORY_BUDGET,
     OTBudget,
@@ -46,6 +46,9 @@ __all__ = [
 Views = Tensor | Sequence[Tensor]
 PairCost = Callable[[Tensor, Tensor], Tensor]
 COSTS = ("circular_variance", "sqeuclidean")
+#: Objects are along axis 1 of ``[k, n, d]`` (axis 0 of each matrix of a list of views): a batch split over ranks is
+#: joined there.
+VIEWS_BATCH_AXES = {"views": BatchAxis(axis=1)}
 
 
 def check_views(views: Views, name: str = "views") -> Tensor:
@@ -230,6 +233,8 @@ class M3GLoss(PairLoss):
     After each call, :attr:`last_solve` holds the solver's diagnostics (ε, iterations, marginal error).
     """
 
+    batch_axes = VIEWS_BATCH_AXES
+
     def __init__(
         self,
         cost: str | PairCost = "circular_variance",
@@ -272,6 +277,11 @@ class M3GLoss(PairLoss):
 
 def _infonce_sum(query: Tensor, reference: Tensor, temperature: float) -> Tensor:
     """``Σ_i [−s_ii/τ + log Σ_j exp(s_ij/τ)]`` for cosine similarities of ``query[i]`` vs ``reference[j]``."""
+    if CROSS_RANK.get() is not None:
+        raise ValueError(
+            "the multi-view InfoNCE losses pair objects by their index in the batch, which the engine's cross-rank "
+            "pairs do not keep; wrap the loss in CrossRankLoss, which gathers the views along the object axis"
+        )
     n = query.shape[0]
     ids = torch.arange(n, device=query.device)
 
@@ -339,6 +349,8 @@ def _check_temperature(temperature: float = 0.1, **_: object) -> None:
 class PairwiseInfoNCELoss(PairLoss):
     """InfoNCE summed over the ``½k(k−1)`` pairs of views: see :func:`pairwise_infonce_loss`."""
 
+    batch_axes = VIEWS_BATCH_AXES
+
 
 @loss_module(
     average_of_rest_infonce_loss,
@@ -350,3 +362,5 @@ class PairwiseInfoNCELoss(PairLoss):
 )
 class AverageOfRestInfoNCELoss(PairLoss):
     """InfoNCE of each view against the average of the others: see :func:`average_of_rest_infonce_loss`."""
+
+    batch_axes = VIEWS_BATCH_AXES

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pairloss._validation import check_embeddings, check_floating, check_labels
+from pairloss._validation import check_class_shape, check_embeddings, check_floating, check_labels, check_positive
 from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.reducers import DoNothingReducer, MeanReducer, Reducer, get_reducer
 from pairloss.similarity import BaseSimilarity, CosineSimilarity, DotProductSimilarity, LpDistance
@@ -118,6 +118,7 @@ class ProxyAnchorLoss(EmbeddingLoss):
         distance: BaseSimilarity | None = None,
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.margin = margin
         self.alpha = alpha
@@ -151,6 +152,7 @@ def proxy_nca_loss(
     log-softmax directly, so such a sample keeps its finite loss.
     """
     labels = _check_proxy_inputs(embeddings, labels, proxies, 0, "proxies")
+    check_positive(softmax_scale, "softmax_scale")
     distance = distance if distance is not None else LpDistance(power=2)
     scores = distance(embeddings, proxies.to(embeddings.dtype))
     if not distance.is_inverted:
@@ -179,6 +181,7 @@ class ProxyNCALoss(EmbeddingLoss):
         reducer: Reducer | str = MeanReducer(),
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.softmax_scale = softmax_scale
         self.reducer = reducer
@@ -214,6 +217,7 @@ def normalized_softmax_loss(
         L = mean_i −log( exp(x_i·w_{y_i} / τ) / Σ_c exp(x_i·w_c / τ) )
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
+    check_positive(temperature, "temperature")
     distance = distance if distance is not None else DotProductSimilarity(normalize_embeddings=True)
     classes = F.normalize(weight.to(embeddings.dtype), p=2, dim=0).T
     logits = distance(embeddings, classes) / temperature
@@ -243,6 +247,7 @@ class NormalizedSoftmaxLoss(EmbeddingLoss):
         reducer: Reducer | str = MeanReducer(),
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.temperature = temperature
         self.reducer = reducer
@@ -279,6 +284,7 @@ def arcface_loss(
         ψ(θ) = cos(θ + m) if θ ≤ π − m else cos θ − m sin m
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
+    check_positive(scale, "scale")
     m = math.radians(margin)
     cosine = _cosines(embeddings, weight)
     column = labels[:, None]
@@ -303,6 +309,7 @@ def cosface_loss(
         L = mean_i −log( e^{s (cos θ_iy − m)} / (e^{s (cos θ_iy − m)} + Σ_{c≠y} e^{s cos θ_ic}) )
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
+    check_positive(scale, "scale")
     cosine = _cosines(embeddings, weight)
     target = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
     return _reduced(F.cross_entropy(scale * (cosine - margin * target), labels, reduction="none"), reducer)
@@ -315,6 +322,7 @@ class _MarginSoftmaxLoss(EmbeddingLoss):
         self, num_classes: int, embedding_size: int, margin: float, scale: float, reducer: Reducer | str
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.margin = margin
         self.scale = scale

@@ -45,7 +45,16 @@ from torch import Tensor
 
 from pairloss import links, memory
 from pairloss._validation import check_choice, check_positive
-from pairloss.losses._lists import Lists, dcg_discounts, ideal_dcg, list_pair_loss, pairwise_sum, prepare_lists
+from pairloss.losses._lists import (
+    LIST_BATCH_AXES,
+    Lists,
+    dcg_discounts,
+    exp_gains,
+    ideal_dcg,
+    list_pair_loss,
+    pairwise_sum,
+    prepare_lists,
+)
 from pairloss.losses.base import PairLoss, loss_module, mean_of_active
 from pairloss.pairs import RelevancePairs
 from pairloss.reducers import MeanReducer, Reducer, SumReducer
@@ -368,7 +377,7 @@ def approx_ndcg_loss(
         soft = torch.where(others, torch.sigmoid(-alpha * (s[:, :, None] - s[:, None, :])), zero)
         approx_rank = 1.0 + soft.sum(-1)
         idcg = ideal_dcg(y, valid).clamp_min(torch.finfo(s.dtype).tiny)
-        gain = torch.where(valid, torch.exp2(y) - 1.0, zero)
+        gain = exp_gains(y, valid)
         ndcg = (gain / torch.log2(1.0 + approx_rank)).sum(-1) / idcg
         per_list = torch.where(informative, 1.0 - ndcg, zero)
         return torch.stack([per_list.sum(), informative.sum().to(s.dtype)])
@@ -420,7 +429,7 @@ def neural_ndcg_loss(
             log_p = torch.where(mask, log_p - torch.logsumexp(log_p, dim=-2, keepdim=True), neg)
             log_p = torch.where(mask, log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), neg)
         p_hat = torch.where(mask, log_p.exp(), zero)
-        gain = torch.where(valid, torch.exp2(y) - 1.0, zero)
+        gain = exp_gains(y, valid)
         disc = dcg_discounts(length, s)
         if k is not None:
             disc = torch.where(torch.arange(length, device=s.device) < k, disc, zero)
@@ -437,7 +446,13 @@ def neural_ndcg_loss(
 
 
 def _ranking(function: Callable[..., Tensor], formula: str, paper: str) -> Callable[[type[PairLoss]], type[PairLoss]]:
-    return loss_module(function, formula=formula, paper=paper, family="ranking")
+    describe = loss_module(function, formula=formula, paper=paper, family="ranking")
+
+    def decorate(cls: type[PairLoss]) -> type[PairLoss]:
+        cls.batch_axes = LIST_BATCH_AXES
+        return describe(cls)
+
+    return decorate
 
 
 @_ranking(

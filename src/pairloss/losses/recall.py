@@ -12,6 +12,7 @@ of :mod:`pairloss.reducers` (the mean over the queries with a positive by defaul
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 IndicesTuple = tuple[Tensor, ...]
+
+#: RS@k within this of its maximum, 1, has (numerically) no gradient left: a warning says so.
+_SATURATED = 1e-6
 
 #: How many ``[chunk, N]`` temporaries one chunk of (query, positive) pairs holds at once.
 _CHUNK_COPIES = 3
@@ -310,7 +314,17 @@ def recall_at_k_surrogate_loss(
         return (1 - numerator / denominator).mean(1), has
 
     chosen = get_reducer(reducer, MeanReducer)
-    return _reduced_over_queries(per_query, chosen, query, query_labels, reference, ref_labels, block_size)
+    loss = _reduced_over_queries(per_query, chosen, query, query_labels, reference, ref_labels, block_size)
+    if isinstance(chosen, MeanReducer) and bool(loss.detach() >= 1 - _SATURATED):
+        warnings.warn(
+            f"RS@k is saturated (loss {float(loss.detach()):.6f}): every positive's smooth rank is so far above "
+            f"max(k) = {max(ks)} that σ((k − rank)/tau1) vanishes, and so does the gradient. Typical of an untrained "
+            "network whose similarities are all alike, worse with larger batches (the rank grows with the "
+            "batch); start from a network trained with another loss, or raise tau1 or tau2.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return loss
 
 
 def smooth_ap_loss(

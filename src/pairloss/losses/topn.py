@@ -13,7 +13,7 @@ from torch import Tensor
 
 from pairloss._validation import check_positive
 from pairloss.links import Logistic
-from pairloss.losses._lists import list_pair_loss, pairwise_sum, prepare_lists
+from pairloss.losses._lists import LIST_BATCH_AXES, list_pair_loss, pairwise_sum, prepare_lists
 from pairloss.losses.base import PairLoss, loss_module
 from pairloss.pairs import RelevancePairs
 from pairloss.reducers import MeanReducer
@@ -131,6 +131,8 @@ def warp_loss(scores: Tensor, relevance: Tensor, *, threshold: float = 0.0, marg
 class AWTRLoss(PairLoss):
     """Adaptively weighted top-N pairwise loss; see :func:`awtr_loss`. Call as ``loss(scores, relevance)``."""
 
+    batch_axes = LIST_BATCH_AXES
+
 
 @loss_module(
     bpr_loss,
@@ -141,6 +143,8 @@ class AWTRLoss(PairLoss):
 class BPRLoss(PairLoss):
     """Bayesian personalised ranking; see :func:`bpr_loss`. Call as ``loss(scores, relevance)``."""
 
+    batch_axes = LIST_BATCH_AXES
+
 
 @loss_module(
     warp_loss,
@@ -150,3 +154,5 @@ class BPRLoss(PairLoss):
 )
 class WARPLoss(PairLoss):
     """Weighted approximate-rank pairwise loss with exact ranks; see :func:`warp_loss`."""
+
+    batch_axes = LIST_BATCH_AXES

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from pairloss._validation import check_positive
 from pairloss.builder import PairLossSpec, evaluate_pairs
 from pairloss.links import Hinge, Logistic, LogSumExp
 from pairloss.losses.base import EmbeddingLoss, loss_module
@@ -173,6 +174,7 @@ def circle_loss(
     :class:`~pairloss.links.Logistic` link.
     """
     _check_similarity(distance)
+    check_positive(gamma, "gamma")
     spec = PairLossSpec(
         LogSumExp(gamma, add_one=False),
         LogSumExp(gamma, add_one=False),

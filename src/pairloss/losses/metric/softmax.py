@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pairloss._validation import check_positive
 from pairloss.engine import PairBlock, RowSums
 from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.losses.metric._common import (
@@ -77,6 +78,7 @@ def ntxent_loss(
     in the anchor's sum over negatives), as in PML.
     """
     batch = prepare_batch(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    check_positive(temperature, "temperature")
     chosen = get_reducer(reducer, MeanReducer)
     scale = 1 / temperature if distance.is_inverted else -1 / temperature
     if isinstance(chosen, DoNothingReducer):
@@ -164,6 +166,7 @@ def supcon_loss(
     pair listed twice counts once, as in PML's matrix-based losses).
     """
     batch = prepare_batch(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    check_positive(temperature, "temperature")
     chosen = get_reducer(reducer, AvgNonZeroReducer)
     scale = 1 / temperature if distance.is_inverted else -1 / temperature
     if isinstance(chosen, DoNothingReducer):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss import memory
-from pairloss._validation import check_choice
+from pairloss._validation import check_choice, check_int, check_tensor
 from pairloss.engine import PairBlock, RowFunction, RowSums
 from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.losses.metric._common import Batch, farness, prepare_batch, zero_unless
@@ -540,6 +540,8 @@ class MarginLoss(EmbeddingLoss):
         self.block_size = block_size
         self.learn_beta = learn_beta
         self.nu = nu if learn_beta else 0.0
+        if num_classes is not None:
+            check_int(num_classes, "num_classes", minimum=1)
         initial = torch.full((num_classes if num_classes else 1,), float(beta))
         if learn_beta:
             self.beta = nn.Parameter(initial)
@@ -554,6 +556,7 @@ class MarginLoss(EmbeddingLoss):
         ref_emb: Tensor | None = None,
         ref_labels: Tensor | None = None,
     ) -> Tensor:
+        check_tensor(embeddings, "embeddings")  # before β is cast to its dtype
         return margin_loss(
             embeddings,
             labels,
