@@ -155,7 +155,6 @@ POSITIVE = (
     "max_iter",
     "check_every",
     "memory_budget",
-    "max_memory",
     "block_size",
     "chunk_size",
     "num_classes",
