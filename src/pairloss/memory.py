@@ -59,7 +59,12 @@ def _check_budget(n_bytes: int) -> int:
 
 
 def get_memory_budget() -> int:
-    """The bytes one blocked computation's temporaries may take here and now."""
+    """The bytes one blocked computation's temporaries may take here and now.
+
+    While :func:`torch.compile` traces, this is the program's budget (:func:`set_memory_budget`; a change of it
+    recompiles): a compiled graph cannot read the value of a :func:`memory_budget` block."""
+    if torch.compiler.is_compiling():
+        return _program_budget
     scoped = _scoped_budget.get()
     return _program_budget if scoped is None else scoped
 
