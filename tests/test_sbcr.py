@@ -268,7 +268,8 @@ def test_self_boosting_deploys_the_previous_round_model(monkeypatch, self_boost)
     assert all(torch.equal(deployed[0][k], legacy["tower." + k]) for k in deployed[0])
     later_is_legacy = all(torch.equal(deployed[1][k], legacy["tower." + k]) for k in deployed[1])
     assert later_is_legacy != self_boost
-    assert {"GAUC", "AUC", "LogLoss", "ECE", "PCOC"} == set(result.metrics)
+    assert {"GAUC", "AUC", "LogLoss", "ECE", "PCOC", "PCOC error"} == set(result.metrics)
+    assert result.metrics["PCOC error"] == pytest.approx(abs(result.metrics["PCOC"] - 1))
 
 
 def test_quick_recipe_writes_outputs(tmp_path):
@@ -287,6 +288,7 @@ def test_quick_recipe_writes_outputs(tmp_path):
             assert math.isfinite(row[metric]["mean"])
     claims = {(v["claim"], v["metric"]) for v in saved["verdicts"]}
     assert ("SBCR beats JRC", "GAUC") in claims and ("shuffling helps SBCR", "LogLoss") in claims
+    assert ("SBCR beats RCR", "PCOC error") in claims
     assert all(v["verdict"] in ("held", "not held", "inconclusive") for v in saved["verdicts"])
     # the reference rows do not depend on the seed
     oracle = [saved["per_seed"][s]["oracle (true p)"]["metrics"]["GAUC"] for s in ("0", "1")]
