@@ -488,4 +488,8 @@ RECIPE = Experiment(
     make_figure=make_figure,
     objective="GAUC",
     lower_is_better=frozenset({"LogLoss", "ECE", PCOC_ERROR}),
+    tables=(
+        ("Ranking", ("GAUC", "AUC")),
+        ("Calibration", ("LogLoss", "ECE", "PCOC", PCOC_ERROR)),
+    ),
 )
