@@ -226,7 +226,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     fig, axes = plt.subplots(3, 1, figsize=(7.5, 12.5), gridspec_kw={"height_ratios": [1.2, 1.2, 1.1]})
     for ax, metric in zip(axes[:2], ("NDCG@10", "P@10"), strict=True):
         plot_verdicts(ax, [v for v in result.verdicts if v["treatment"] == AWTR], metric=metric)
-        ax.set_title(f"AWTR (variant) − baseline, {metric}: paired difference over seeds", fontsize=10)
+        ax.set_title(f"{metric}: AWTR (variant) − baseline, paired over seeds", fontsize=10)
         ax.tick_params(labelsize=9)
         ax.legend(fontsize=9, loc="best")
     per_seed = result.per_seed
