@@ -10,6 +10,11 @@ grouped baselines, ``group_ids [n]`` (the request of each impression). All losse
 * :func:`bce_ranknet_loss`: BCE + in-batch RankNet (needs request-grouped batches).
 * :func:`jrc_loss`: JRC (Sheng et al., KDD 2023), two logits per impression.
 * :func:`rcr_loss`: RCR (Bai et al., CIKM 2023), sigmoid cross-entropy + a ListCE on σ(s).
+
+The ranking parts use the public links: SBCR's pairs against the dumped scores apply
+:class:`pairloss.links.Logistic` to an ``[n, M]`` gap matrix (each impression against its own reference list, not
+a pair matrix of the batch, so not the builder's engine path); BCE + RankNet calls
+:func:`pairloss.losses.ranking.ranknet_loss` (the builder's list form); JRC and RCR are softmaxes over a request.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_floating, check_positive, check_tensor
+from pairloss.links import Logistic
 from pairloss.losses._lists import PAD, group_to_lists
 from pairloss.losses.base import BatchAxis, PairLoss, loss_module, mean_of_active
 from pairloss.losses.ranking import ranknet_loss
@@ -99,7 +105,8 @@ def self_boosted_pairwise_loss(
     above = valid & (y > ref_labels)  # i should outrank the dumped j
     below = valid & (ref_labels > y)  # the dumped j should outrank i
     gap = logits[:, None] - ref
-    losses = torch.where(above, F.softplus(-sigma * gap), zero) + torch.where(below, F.softplus(sigma * gap), zero)
+    link = Logistic(sigma)
+    losses = torch.where(above, link(gap), zero) + torch.where(below, link(-gap), zero)
     return mean_of_active(losses.sum(), (above.sum() + below.sum()).to(logits.dtype))
 
 
