@@ -14,7 +14,9 @@ True pairs (same state) are pulled together without a margin; non-pairs are push
 no further, so the push cannot blow the embedding up and pairs of nearly-identical states are not forced far
 apart (an InfoNCE push would keep separating them). This is the form of the paper's pairwise term (a squared
 distance between paired embeddings with a hinge for non-pairs). The batch is the ``P × P`` cross-domain matrix,
-small (a few hundred pairs at most), so it is computed densely.
+small (a few hundred pairs at most), so it is computed densely with autograd rather than by
+:func:`pairloss.pair_loss`'s blocked engine path (at that size one dense expression is the fast one, and the
+positive term is the squared distance itself, whose gradient stays finite at ``d = 0``).
 """
 
 from __future__ import annotations

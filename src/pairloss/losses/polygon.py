@@ -13,6 +13,11 @@ predicted for each ground-truth box and trained from the box alone:
 
 :func:`boxsnake_loss` puts the three together on box-aligned crops of the image, with the paper's weights
 1.0 / 0.5 (after a linear warm-up) / 0.03. The soft masks come from :func:`pairloss.losses.rasterize.soft_polygon_mask`.
+
+The pixel pairs are the public :class:`pairloss.pairs.NeighbourPairs` and their weights
+:class:`pairloss.weights.DistanceAware`; the losses are not built by :func:`pairloss.pair_loss`, whose pairs are
+rows of an ``N × N`` score matrix: a pixel has a fixed 8 neighbours, so each offset is one shifted image and the
+whole loss is ``8`` elementwise passes, with no pair matrix to block.
 """
 
 from __future__ import annotations
