@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= results
 
-.PHONY: demo test lint typecheck pytest docs test-slow bench reproduce clean
+.PHONY: demo test lint typecheck pytest docs test-slow bench reproduce render-docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/pairloss reproduce --all --quick --out $(OUT)
+
+# The docs tables and the README's recipes table, from the full runs committed under docs/results/.
+render-docs: $(STAMP)
+	$(BIN)/python -m pairloss.recipes.render
 
 clean:
 	rm -rf $(VENV) build dist site .mypy_cache .ruff_cache src/*.egg-info

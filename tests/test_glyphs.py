@@ -9,6 +9,9 @@ import torch
 from pairloss.data.glyphs import (
     _classes,
     candidate_characters,
+    font_family,
+    glyph_classes,
+    glyph_families,
     glyph_fonts,
     glyph_pools,
     open_set_glyphs,
@@ -79,5 +82,26 @@ def test_invalid_arguments() -> None:
         render_glyphs(["A"], 0)
     with pytest.raises(ValueError, match="size"):
         render_glyphs(["A"], 1, size=2)
-    with pytest.raises(ValueError, match="no bundled font"):
+    with pytest.raises(ValueError, match=r"no font of the .bundled. catalog"):
         render_glyphs(["\U000e0041"], 1)  # a tag character: in no text font
+
+
+def test_extended_catalog_has_the_font_packs_and_hundreds_of_varied_classes() -> None:
+    fonts = glyph_fonts("extended")
+    assert len(fonts) >= 90 and set(glyph_fonts()) < set(fonts)
+    assert len({font_family(f) for f in fonts}) >= 15
+    classes = glyph_classes("extended")
+    assert len(classes) >= 2000 and len(glyph_classes()) < 400
+    varied = [c for c in classes if glyph_families(c, "extended") >= 5]
+    assert len(varied) >= 700
+    pools = glyph_pools(360, 300, split_seed=0, catalog="extended", min_families=5)
+    train, test, pretrain = set(pools.train), set(pools.test), set(pools.pretrain)
+    assert len(train) == 360 and len(test) == 300 and len(pretrain) >= 1000
+    assert not (train & test) and not (train & pretrain) and not (test & pretrain)
+    assert all(glyph_families(c, "extended") >= 5 for c in train | test)
+    images, labels = render_glyphs(pools.test[:3], 4, size=12, catalog="extended", seed=0)
+    assert images.shape == (12, 1, 12, 12) and torch.equal(labels, torch.arange(3).repeat_interleave(4))
+    with pytest.raises(ValueError, match="font families"):
+        glyph_pools(600, 600, catalog="extended", min_families=5)
+    with pytest.raises(ValueError, match="catalog"):
+        glyph_fonts("everything")

@@ -64,15 +64,28 @@ def train(
 def reproduce(
     name: Annotated[str | None, typer.Argument(help="Recipe name (see --list).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A small, fast version of the recipe.")] = False,
-    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds.")] = 3,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Number of seeds (default: the recipe's; 5 for a full protocol run).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder; results go to OUT/NAME/.")] = Path("results"),
     list_: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Run every recipe.")] = False,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Copy the finished full run into docs/results and regenerate the docs.")
+    ] = False,
+    render_docs: Annotated[
+        bool, typer.Option("--render-docs", help="Regenerate the docs tables from docs/results and exit.")
+    ] = False,
 ) -> None:
     """Reproduce a paper's headline claim: writes OUT/NAME/results.json, table.md and figure.png."""
     from pairloss.app.progress import RichReporter
     from pairloss.recipes import all_recipes, get_recipe, run_recipe
+    from pairloss.recipes import render as docs
 
+    if render_docs:
+        for path in docs.render_docs("."):
+            console.print(f"wrote {path}")
+        return
     recipes = all_recipes()
     if list_:
         table = Table(title="recipes")
@@ -86,17 +99,28 @@ def reproduce(
     if all_:
         names = list(recipes)
     elif name is None:
-        raise typer.BadParameter("give a recipe NAME, --all or --list")
+        raise typer.BadParameter("give a recipe NAME, --all, --list or --render-docs")
     else:
         try:
             names = [get_recipe(name).name]
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
+    reporter = RichReporter(console=console)
     for recipe_name in names:
-        result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=RichReporter())
+        try:
+            result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=reporter)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
         console.rule(f"{recipe_name}: {recipes[recipe_name].title}")
         console.print(result.table_path.read_text())
         console.print(f"wrote {result.results_path}, {result.table_path}, {result.figure_path}")
+        if publish:
+            try:
+                changed = docs.publish(result.out_dir, ".")
+            except ValueError as error:
+                raise typer.BadParameter(str(error)) from error
+            for path in changed:
+                console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

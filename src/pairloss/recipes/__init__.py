@@ -1,4 +1,10 @@
-"""One reproduction recipe per paper. Each module in this package defines a module-level ``RECIPE``."""
+"""One reproduction recipe per paper. Each module in this package defines a module-level ``RECIPE``.
+
+The shared experiment protocol lives beside them: :mod:`~pairloss.recipes.protocol` (the :class:`Experiment`
+and its runner), :mod:`~pairloss.recipes.stats` (paired differences, 95% CIs, verdicts),
+:mod:`~pairloss.recipes.tuning` (equal-budget Optuna search), :mod:`~pairloss.recipes.report` (tables and the
+verdict plot) and :mod:`~pairloss.recipes.render` (the docs generated from committed results).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,54 @@ import importlib
 import pkgutil
 
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult, run_recipe
+from pairloss.recipes.protocol import (
+    Claim,
+    Experiment,
+    ExperimentResult,
+    Method,
+    PrepareContext,
+    RunContext,
+    RunResult,
+    Splits,
+    run_experiment,
+)
 
-__all__ = ["Recipe", "RecipeResult", "SeedResult", "all_recipes", "get_recipe", "run_recipe"]
+__all__ = [
+    "Claim",
+    "Experiment",
+    "ExperimentResult",
+    "Method",
+    "PrepareContext",
+    "Recipe",
+    "RecipeResult",
+    "RunContext",
+    "RunResult",
+    "SeedResult",
+    "Splits",
+    "all_recipes",
+    "get_recipe",
+    "run_experiment",
+    "run_recipe",
+]
+
+#: Modules of this package that hold the protocol, not a recipe.
+_INFRASTRUCTURE = {"base", "protocol", "render", "report", "stats", "tuning"}
 
 
-def all_recipes() -> dict[str, Recipe]:
+def all_recipes() -> dict[str, Recipe | Experiment]:
     """Every recipe, by name, discovered from the modules of this package."""
-    found: dict[str, Recipe] = {}
+    found: dict[str, Recipe | Experiment] = {}
     for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name == "base":
+        if info.name.startswith("_") or info.name in _INFRASTRUCTURE:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         recipe = getattr(module, "RECIPE", None)
-        if isinstance(recipe, Recipe):
+        if isinstance(recipe, Recipe | Experiment):
             found[recipe.name] = recipe
     return dict(sorted(found.items()))
 
 
-def get_recipe(name: str) -> Recipe:
+def get_recipe(name: str) -> Recipe | Experiment:
     """The recipe called ``name``; ``ValueError`` listing the known names otherwise."""
     recipes = all_recipes()
     if name not in recipes:

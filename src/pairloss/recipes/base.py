@@ -1,6 +1,14 @@
-"""The reproduction harness shared by every recipe: seeds, resume, results.json, table.md and figure.png.
+"""Recipes: the shared experiment protocol, and the earlier harness of the recipes not yet moved onto it.
 
-A recipe module defines one :class:`Recipe`. ``run_recipe`` runs it for ``seeds`` seeds and writes, under
+A recipe module defines one module-level ``RECIPE``:
+
+* an :class:`~pairloss.recipes.protocol.Experiment` (the protocol every recipe follows: a validation split,
+  equal-budget tuning, paired seeds, verdicts with a 95% CI; see :mod:`pairloss.recipes.protocol` and the
+  "Experiment protocol" docs page), run by :func:`~pairloss.recipes.protocol.run_experiment`;
+* or, until it is moved onto the protocol, a :class:`Recipe` of the earlier harness below, which runs every
+  method with fixed settings and compares means.
+
+:func:`run_recipe` runs either. The earlier harness runs a :class:`Recipe` for ``seeds`` seeds and writes, under
 ``out/NAME/``:
 
 * ``results.json``: the config, the environment, every finished seed's metrics and the aggregate (mean, std, n);
@@ -13,9 +21,6 @@ A run that was interrupted resumes: seeds already in ``results.json`` with the s
 from __future__ import annotations
 
 import json
-import math
-import os
-import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pairloss.recipes.protocol import Experiment, ExperimentResult, environment, run_experiment
+from pairloss.recipes.protocol import aggregate as aggregate_runs
+from pairloss.recipes.report import metrics_table as markdown_table
 from pairloss.training.reporting import Reporter
 
 __all__ = ["Recipe", "RecipeResult", "SeedResult", "aggregate", "markdown_table", "run_recipe"]
@@ -104,54 +112,7 @@ class Recipe:
 
 def aggregate(seeds: Mapping[int, SeedResult]) -> dict[str, dict[str, dict[str, float]]]:
     """Mean, sample standard deviation and count of every (row, metric) over seeds (NaN values are skipped)."""
-    values: dict[str, dict[str, list[float]]] = {}
-    for result in seeds.values():
-        for row, metrics in result.metrics.items():
-            for metric, value in metrics.items():
-                values.setdefault(row, {}).setdefault(metric, []).append(float(value))
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for row, per_metric in values.items():
-        summary[row] = {}
-        for metric, vals in per_metric.items():
-            finite = np.array([v for v in vals if math.isfinite(v)], dtype=float)
-            summary[row][metric] = {
-                "mean": float(finite.mean()) if finite.size else float("nan"),
-                "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-                "n": int(finite.size),
-            }
-    return summary
-
-
-def _format(mean: float, std: float, n: int) -> str:
-    if not math.isfinite(mean):
-        return "–"
-    digits = 4 if abs(mean) < 10 else 2
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
-
-
-def markdown_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """The aggregate as a Markdown table: one row per method, one column per metric, ``mean ± std``."""
-    metrics: list[str] = []
-    for row in summary.values():
-        metrics.extend(m for m in row if m not in metrics)
-    lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for name, row in summary.items():
-        cells = [_format(row[m]["mean"], row[m]["std"], int(row[m]["n"])) if m in row else "–" for m in metrics]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def environment() -> dict[str, Any]:
-    """Where a result was measured."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
+    return aggregate_runs({str(s): {row: {"metrics": m} for row, m in r.metrics.items()} for s, r in seeds.items()})
 
 
 def _load_finished(path: Path, config: Mapping[str, Any]) -> dict[int, SeedResult]:
@@ -184,15 +145,35 @@ def _write(result: RecipeResult, recipe: Recipe, verdict: str | None) -> None:
 
 
 def run_recipe(
-    recipe: Recipe,
+    recipe: Recipe | Experiment,
     *,
     out: Path | str = "results",
-    seeds: int = 3,
+    seeds: int | None = None,
     quick: bool = False,
     overrides: Mapping[str, Any] | None = None,
     reporter: Reporter | None = None,
+) -> RecipeResult | ExperimentResult:
+    """Run (or resume) a recipe and write results.json, table.md and figure.png under ``out/NAME``.
+
+    An :class:`~pairloss.recipes.protocol.Experiment` runs on the protocol (``seeds`` defaults to its own: 5 in
+    full mode); a :class:`Recipe` of the earlier harness runs seeds ``0 .. seeds-1`` (3 by default).
+    """
+    if isinstance(recipe, Experiment):
+        return run_experiment(recipe, out=out, seeds=seeds, quick=quick, overrides=overrides, reporter=reporter)
+    return _run_legacy(
+        recipe, out=out, seeds=3 if seeds is None else seeds, quick=quick, overrides=overrides, reporter=reporter
+    )
+
+
+def _run_legacy(
+    recipe: Recipe,
+    *,
+    out: Path | str,
+    seeds: int,
+    quick: bool,
+    overrides: Mapping[str, Any] | None,
+    reporter: Reporter | None,
 ) -> RecipeResult:
-    """Run (or resume) ``recipe`` for seeds ``0 .. seeds-1`` and write results.json, table.md and figure.png."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     reporter = reporter or Reporter()

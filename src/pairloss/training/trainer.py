@@ -1,4 +1,4 @@
-"""A small, explicit training loop for embedding models with a pairwise loss, with a progress bar."""
+"""Train an embedding model with a pairwise loss on class-balanced batches (epochs of :func:`fit` updates)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.training.loop import ClassBalancedBatches, FitConfig, fit, optimizer_step
 from pairloss.training.reporting import Reporter
 
 __all__ = ["TrainConfig", "TrainHistory", "embed", "train_embedding"]
@@ -44,29 +44,34 @@ def train_embedding(
     reporter: Reporter | None = None,
     description: str = "training",
 ) -> TrainHistory:
-    """Train ``model`` so that ``loss_fn(model(x_batch), y_batch)`` decreases; batches from :class:`MPerClassSampler`.
+    """Train ``model`` so that ``loss_fn(model(x_batch), y_batch)`` decreases, ``config.epochs`` epochs of
+    class-balanced batches (:class:`~pairloss.training.loop.ClassBalancedBatches`) through :func:`fit`.
 
     Parameters of ``loss_fn`` (proxies, classifier weights) are optimised too when it is an ``nn.Module``.
     """
-    reporter = reporter or Reporter.silent()
     torch.manual_seed(config.seed)
     params = list(model.parameters())
+    modules: dict[str, nn.Module] = {"model": model}
     if isinstance(loss_fn, nn.Module):
         params += list(loss_fn.parameters())
+        modules["loss"] = loss_fn
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    sampler = MPerClassSampler(y, config.m_per_class, config.batch_size, seed=config.seed)
-    history = TrainHistory()
-    model.train()
-    for _ in reporter.track(range(config.epochs), description):
-        total = 0.0
-        for batch in sampler:
-            loss = loss_fn(model(x[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-        history.losses.append(total / len(sampler))
-    return history
+    batches = ClassBalancedBatches(y, config.m_per_class, config.batch_size, seed=config.seed)
+
+    def update(step: int) -> float:
+        index = batches(step)
+        return optimizer_step(optimizer, lambda: loss_fn(model(x[index]), y[index]))
+
+    per_epoch = batches.batches_per_epoch
+    result = fit(
+        modules,
+        optimizer,
+        update,
+        FitConfig(updates=config.epochs * per_epoch, description=description),
+        reporter=reporter,
+    )
+    losses = result.losses
+    return TrainHistory([sum(losses[i : i + per_epoch]) / per_epoch for i in range(0, len(losses), per_epoch)])
 
 
 @torch.no_grad()
