@@ -128,14 +128,25 @@ def _scores(ious: Tensor) -> dict[str, float]:
 
 def _images(config: dict[str, Any], count: int, seed: int, name: str, cache_dir: Path) -> list[InstanceImage]:
     """Composite images, cached in ``cache_dir`` (their generation takes a while)."""
-    spec = {"count": count, "seed": seed, "size": config["image_size"], "max_objects": config["max_objects"]}
+    spec = {
+        "count": count,
+        "seed": seed,
+        "size": config["image_size"],
+        "max_objects": config["max_objects"],
+        "radius": list(config["radius"]),
+    }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir / f"composites-{name}-{key}.pt"
     if path.exists():
         saved = torch.load(path, weights_only=True)
         return [InstanceImage(f"{name}-{i}", *item) for i, item in enumerate(saved)]
     images = composite_instances(
-        count, size=config["image_size"], max_objects=config["max_objects"], seed=seed, name=name
+        count,
+        size=config["image_size"],
+        max_objects=config["max_objects"],
+        radius=tuple(config["radius"]),
+        seed=seed,
+        name=name,
     )
     torch.save([(inst.image, inst.boxes, inst.masks) for inst in images], path)
     return images
@@ -221,6 +232,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
         min(FIGURE_IMAGES, config["test_images"]),
         size=config["image_size"],
         max_objects=config["max_objects"],
+        radius=tuple(config["radius"]),
         seed=102,
         name="test",
     )
@@ -260,6 +272,7 @@ CONFIG: dict[str, Any] = {
     "threads": 1,
     "image_size": 128,
     "max_objects": 3,
+    "radius": [12.0, 34.0],
     "fit_images": 300,
     "validation_images": 60,
     "test_images": 150,
