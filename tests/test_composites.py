@@ -12,7 +12,10 @@ from pairloss.data.composites import PHOTOGRAPHS, _rasterise, _Shape, composite_
 
 
 def test_deterministic_shapes_and_types() -> None:
-    a, b = composite_instances(4, size=64, radius=(6.0, 12.0), seed=3), composite_instances(4, size=64, radius=(6.0, 12.0), seed=3)
+    a, b = (
+        composite_instances(4, size=64, radius=(6.0, 12.0), seed=3),
+        composite_instances(4, size=64, radius=(6.0, 12.0), seed=3),
+    )
     c = composite_instances(4, size=64, radius=(6.0, 12.0), seed=4)
     for x, y in zip(a, b):
         assert torch.equal(x.image, y.image) and torch.equal(x.masks, y.masks) and torch.equal(x.boxes, y.boxes)

@@ -262,7 +262,9 @@ def test_recipe_quick_run_writes_outputs(tmp_path) -> None:  # type: ignore[no-u
     saved = json.loads(result.results_path.read_text())
     assert saved["mode"] == "quick" and saved["seeds"] == [0, 1]
     rows = saved["summary"]
-    assert set(rows) == {f"{loss}, k={k}" for loss in ("M3G", "pairwise InfoNCE", "average-of-rest InfoNCE") for k in (3, 4)}
+    assert set(rows) == {
+        f"{loss}, k={k}" for loss in ("M3G", "pairwise InfoNCE", "average-of-rest InfoNCE") for k in (3, 4)
+    }
     for row in rows.values():
         for metric in ("cross-view R@1", "probe accuracy"):
             assert 0.0 <= row[metric]["mean"] <= 1.0

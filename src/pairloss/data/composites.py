@@ -96,7 +96,9 @@ class _Shape:
         r = self.radius
         if self.kind == "blob":
             amplitudes, phases = self.params[:3], self.params[3:]
-            wave = sum(a * np.cos(k * theta + p) for k, a, p in zip((2, 3, 4), amplitudes, phases))
+            wave = np.zeros_like(theta)
+            for k, a, p in zip((2, 3, 4), amplitudes, phases):
+                wave += a * np.cos(k * theta + p)
             return r * (1.0 + wave)
         if self.kind == "ellipse":
             ratio, angle = self.params
@@ -144,11 +146,11 @@ def _rasterise(shape: _Shape, size: int) -> tuple[NDArray[np.bool_], _Array]:
     x1, y1 = (min(int(np.ceil(c + reach)) + 1, size) for c in shape.centre)
     mask = np.zeros((size, size), dtype=bool)
     alpha = np.zeros((size, size))
-    xs, ys = np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5
+    xs, ys = np.arange(x0, x1, dtype=np.float64) + 0.5, np.arange(y0, y1, dtype=np.float64) + 0.5
     mask[y0:y1, x0:x1] = shape.inside(xs[None, :], ys[:, None])
     offsets = (np.arange(_SUBSAMPLES) + 0.5) / _SUBSAMPLES
-    fine_x = (np.arange(x0, x1)[:, None] + offsets[None, :]).reshape(-1)
-    fine_y = (np.arange(y0, y1)[:, None] + offsets[None, :]).reshape(-1)
+    fine_x = (np.arange(x0, x1, dtype=np.float64)[:, None] + offsets[None, :]).reshape(-1)
+    fine_y = (np.arange(y0, y1, dtype=np.float64)[:, None] + offsets[None, :]).reshape(-1)
     inside = shape.inside(fine_x[None, :], fine_y[:, None])
     alpha[y0:y1, x0:x1] = inside.reshape(y1 - y0, _SUBSAMPLES, x1 - x0, _SUBSAMPLES).mean(axis=(1, 3))
     return mask, alpha
@@ -228,7 +230,9 @@ def composite_instances(
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
     low, high = radius
     if not 2.0 <= low <= high or 1.2 * high + 2.0 >= size / 2:
-        raise ValueError(f"radius must satisfy 2 <= low <= high and fit the image (1.2·high + 2 < size/2), got {radius}")
+        raise ValueError(
+            f"radius must satisfy 2 <= low <= high and fit the image (1.2·high + 2 < size/2), got {radius}"
+        )
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_images):

@@ -14,7 +14,14 @@ from torch import Tensor, nn
 
 from pairloss._validation import check_floating
 
-__all__ = ["INITIAL_POLYGONS", "PolygonHead", "box_polygon", "from_unit_box", "unit_box_polygon", "unit_ellipse_polygon"]
+__all__ = [
+    "INITIAL_POLYGONS",
+    "PolygonHead",
+    "box_polygon",
+    "from_unit_box",
+    "unit_box_polygon",
+    "unit_ellipse_polygon",
+]
 
 #: The initial polygons of :class:`PolygonHead`.
 INITIAL_POLYGONS = ("ellipse", "box")

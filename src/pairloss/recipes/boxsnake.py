@@ -159,9 +159,10 @@ def prepare(ctx: PrepareContext) -> Splits:
     for offset, split in enumerate(("fit", "validation", "test")):
         images = _images(config, config[f"{split}_images"], 100 + offset, split, ctx.cache_dir)
         sets[split] = ObjectSet(images, config)
-    info = {
-        split: {"images": len(objects.images), "objects": len(objects)} for split, objects in sets.items()
-    } | {"generator": "pairloss.data.composites.composite_instances", "image_size": config["image_size"]}
+    info = {split: {"images": len(objects.images), "objects": len(objects)} for split, objects in sets.items()} | {
+        "generator": "pairloss.data.composites.composite_instances",
+        "image_size": config["image_size"],
+    }
     return Splits(sets["fit"], sets["validation"], sets["test"], info=info)
 
 
@@ -188,7 +189,9 @@ def run(ctx: RunContext) -> RunResult:
 
     def loss_of(objects: ObjectSet, index: Tensor, warmup: float) -> Tensor:
         boxes, crops = objects.boxes[index], objects.crops.select(index)
-        return boxsnake_loss(head(crops.normalized, boxes), boxes, crops, weights=weights, warmup=warmup, tau=config["tau"])
+        return boxsnake_loss(
+            head(crops.normalized, boxes), boxes, crops, weights=weights, warmup=warmup, tau=config["tau"]
+        )
 
     def update(step: int) -> float:
         index = _batch(step, ctx.seed, len(train), config["batch_size"])
@@ -261,7 +264,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     ax = fig.add_subplot(grid[rows, :])
     plot_verdicts(ax, result.verdicts, metric="mask IoU")
     ax.tick_params(labelsize=9)
-    ax.xaxis.label.set_size(9)
+    ax.xaxis.label.set_fontsize(9)
     ax.legend(fontsize=9, loc="lower right")
     fig.savefig(path, dpi=100)
     plt.close(fig)

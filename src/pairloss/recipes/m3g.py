@@ -24,6 +24,7 @@ regression) on the latent classes, averaged over views.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class ViewSplits:
     data: MultiViewData
 
 
-def _encoders(k: int, in_features: int, config: dict[str, Any]) -> nn.ModuleList:
+def _encoders(k: int, in_features: int, config: Mapping[str, Any]) -> nn.ModuleList:
     return nn.ModuleList(
         MLPEmbedder(in_features, config["embedding_size"], tuple(config["hidden"]), batch_norm=False) for _ in range(k)
     )
@@ -123,7 +124,7 @@ def prepare(ctx: PrepareContext) -> Splits:
         "validation objects": sizes[1],
         "test objects": sizes[2],
     }
-    return Splits(*parts, info=info)
+    return Splits(parts[0], parts[1], parts[2], info=info)
 
 
 def _batch(step: int, seed: int, count: int, n: int) -> Tensor:
@@ -140,7 +141,8 @@ def run(ctx: RunContext) -> RunResult:
     validation: MultiViewData = ctx.data.validation.data
     encoders = _encoders(k, fit_data.views.shape[-1], config)
     optimizer = torch.optim.Adam(encoders.parameters(), lr=config["lr"])
-    m3g = None
+    m3g: M3GLoss | None = None
+    loss_fn: Callable[[Tensor], Tensor]
     if loss_name == "M3G":
         m3g = M3GLoss(
             relative_epsilon=settings["relative_epsilon"],
@@ -245,7 +247,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     axes[0].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     plot_verdicts(axes[2], result.verdicts)
     axes[2].tick_params(labelsize=9)
-    axes[2].xaxis.label.set_size(9)
+    axes[2].xaxis.label.set_fontsize(9)
     axes[2].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -323,8 +325,8 @@ RECIPE = Experiment(
     title="M3G vs the multi-view extensions of InfoNCE on synthetic k-sensor data, k = 3 and 4",
     paper="Piran, Klein, Thornton, Cuturi. Contrasting multiple representations with the multi-marginal "
     "matching gap. ICML 2024",
-    claim="\"Our experiments demonstrate improved performance over multiview extensions of pairwise losses\", with "
-    "a multi-marginal Sinkhorn that \"can scale to, e.g., k = 3 ∼ 6 views using mini-batches of size 64 ∼ 128\".",
+    claim='"Our experiments demonstrate improved performance over multiview extensions of pairwise losses", with '
+    'a multi-marginal Sinkhorn that "can scale to, e.g., k = 3 ∼ 6 views using mini-batches of size 64 ∼ 128".',
     config=CONFIG,
     quick=QUICK,
     methods=_methods(),

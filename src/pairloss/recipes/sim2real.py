@@ -119,9 +119,7 @@ def prepare(ctx: PrepareContext) -> Splits:
     validation = simulate_depth_task(config["validation"], seed=3, size=size)
     test = simulate_depth_task(config["test"], seed=4, size=size)
     reference = simulate_depth_task(config["real_reference"], seed=5, size=size)
-    fit_data = FitData(
-        DepthSplit(sim.sim, sim.actions), pairs, DepthSplit(reference.real, reference.actions)
-    )
+    fit_data = FitData(DepthSplit(sim.sim, sim.actions), pairs, DepthSplit(reference.real, reference.actions))
     info = {
         "simulator": "pairloss.data.depth",
         "image_size": size,
@@ -226,7 +224,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     axes[0].set_title("test metrics per seed (dots) and their mean (bar)", fontsize=9)
     plot_verdicts(axes[2], result.verdicts)
     axes[2].tick_params(labelsize=9)
-    axes[2].xaxis.label.set_size(9)
+    axes[2].xaxis.label.set_fontsize(9)
     axes[2].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.savefig(path, dpi=100)
     plt.close(fig)
