@@ -278,7 +278,7 @@ def test_recipe_quick_run_writes_outputs(tmp_path) -> None:  # type: ignore[no-u
     }
     assert set(saved["tuning"]) == set(rows)
     assert saved["tuning"]["M3G, k=3"]["space"] == {
-        "relative_epsilon": {"type": "float", "low": 0.02, "high": 1.0, "log": True}
+        "relative_epsilon": {"type": "float", "low": 0.15, "high": 3.0, "log": True}
     }
 
 
