@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pairloss.models.agents import AgentScorer
-from pairloss.recipes import get_recipe, run_recipe
-from pairloss.training.reporting import Reporter
+from pairloss.recipes import run_experiment
 
-TINY = {"n_train": 10, "n_test": 6, "n_max": 10, "epochs": 1, "batch_scenes": 5, "latency_scenes": 2, "grid": 8}
+TINY = {"n_fit": 10, "n_validation": 6, "n_test": 6, "n_max": 10, "updates": 2, "validate_every": 1, "batch_scenes": 5,
+        "latency_scenes": 2, "grid": 8, "trials": 1}  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["cnn", "features", "combined"])
@@ -47,23 +47,31 @@ def test_scorer_rejects_bad_inputs() -> None:
 
 
 def test_quick_recipe_writes_results(tmp_path) -> None:
-    recipe = get_recipe("agents")
-    result = run_recipe(recipe, out=tmp_path, seeds=1, quick=True, overrides=TINY, reporter=Reporter.silent())
+    from pairloss.recipes.agents import RECIPE
+
+    result = run_experiment(RECIPE, out=tmp_path, seeds=2, quick=True, overrides=TINY)
     for path in (result.results_path, result.table_path, result.figure_path):
         assert path.exists() and path.stat().st_size > 0
     saved = json.loads(result.results_path.read_text())
-    methods = saved["per_seed"]["0"]["metrics"]
+    assert saved["mode"] == "quick"
+    assert set(saved["tuning"]) == {"CNN only", "engineered only", "combined"}
+    assert all(len(entry["history"]) == TINY["trials"] for entry in saved["tuning"].values())
+    methods = saved["per_seed"]["0"]
     assert set(methods) == {"nearest first (heuristic)", "CNN only", "engineered only", "combined"}
-    for name, row in methods.items():
-        assert {"NDCG@3", "P@5", "R@10"} <= set(row)
-        assert all(math.isfinite(v) for v in row.values()), name
-    assert methods["combined"]["latency ms/scene"] > 0
-    assert saved["verdict"].startswith("Claim")
+    for name, run in methods.items():
+        assert {"NDCG@3", "P@5", "R@10"} <= set(run["metrics"])
+        assert all(math.isfinite(v) for v in run["metrics"].values()), name
+    assert methods["combined"]["metrics"]["latency ms/scene"] > 0
+    assert "scene" in methods["combined"]["extra"]
+    claims = {(v["control"], v["metric"]) for v in saved["verdicts"]}
+    assert ("CNN only", "NDCG@5") in claims and ("engineered only", "NDCG@5") in claims
 
 
 @pytest.mark.slow
 def test_full_recipe(tmp_path) -> None:
-    result = run_recipe(get_recipe("agents"), out=tmp_path, seeds=3, reporter=Reporter.silent())
+    from pairloss.recipes.agents import RECIPE
+
+    result = run_experiment(RECIPE, out=tmp_path)
     summary = result.summary
-    assert summary["combined"]["NDCG@5"]["n"] == 3
+    assert summary["combined"]["NDCG@5"]["n"] == 5
     assert summary["combined"]["NDCG@5"]["mean"] > summary["nearest first (heuristic)"]["NDCG@5"]["mean"]

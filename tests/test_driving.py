@@ -11,6 +11,7 @@ from pairloss.data.driving import (
     DrivingScenes,
     agent_features,
     counterfactual_importance,
+    perceive,
     rasterize_agents,
     simulate_driving_scenes,
 )
@@ -87,6 +88,46 @@ def test_features(scenes) -> None:
     assert torch.equal(kind_columns.sum(-1), torch.ones(kind_columns.shape[0]))
     ttc = features[..., AGENT_FEATURE_NAMES.index("time_to_conflict")]
     assert float(ttc.max()) <= 1.0 and float(ttc.min()) >= 0.0
+
+
+def _line(xs: list[float], ys: list[float]) -> DrivingScenes:
+    """One scene of stopped vehicles at ``(x, y)`` (the last one padding)."""
+    n = len(xs)
+    mask = torch.ones(1, n, dtype=torch.bool)
+    mask[0, -1] = False
+    return DrivingScenes(
+        positions=torch.tensor([list(zip(xs, ys))]) * mask[..., None],
+        headings=torch.zeros(1, n),
+        speeds=torch.zeros(1, n),
+        kinds=torch.zeros(1, n, dtype=torch.long),
+        mask=mask,
+        ego_speed=torch.tensor([10.0]),
+        crossing_x=torch.tensor([60.0]),
+        importance=torch.zeros(1, n),
+    )
+
+
+def test_occlusion_cues_count_the_ego_lane_in_front_of_an_agent() -> None:
+    # Agents at x = 10, 20, 30 in the ego lane, one at x = 25 in the next lane, one behind the ego, one padding.
+    scene = _line([10.0, 20.0, 30.0, 25.0, -10.0, 0.0], [0.0, 0.5, -0.5, -3.5, 0.0, 0.0])
+    features = agent_features(scene)[0]
+    blockers = features[:, AGENT_FEATURE_NAMES.index("corridor_blockers")]
+    gap = features[:, AGENT_FEATURE_NAMES.index("blocker_gap")]
+    assert blockers.tolist() == [0.0, 1.0, 2.0, 2.0, 0.0, 0.0]  # the next-lane agent has the two in-lane ones ahead
+    assert gap.tolist() == pytest.approx([1.0, 10 / 50, 10 / 50, 5 / 50, 1.0, 0.0])
+
+
+def test_perceive_adds_noise_and_keeps_the_labels(scenes) -> None:
+    seen = perceive(scenes, position_noise=0.5, speed_noise=0.5, heading_noise=0.05, seed=3)
+    assert torch.equal(seen.importance, scenes.importance) and torch.equal(seen.mask, scenes.mask)
+    error = (seen.positions - scenes.positions)[scenes.mask]
+    assert float(error.std()) == pytest.approx(0.5, rel=0.15)
+    assert bool((seen.positions[~scenes.mask] == 0).all()) and bool((seen.speeds >= 0).all())
+    assert torch.equal(perceive(scenes, seed=3).positions, perceive(scenes, seed=3).positions)
+    exact = perceive(scenes, position_noise=0, speed_noise=0, heading_noise=0)
+    assert torch.equal(exact.positions, scenes.positions) and torch.equal(exact.speeds, scenes.speeds)
+    with pytest.raises(ValueError, match="speed_noise"):
+        perceive(scenes, speed_noise=-1.0)
 
 
 def test_rasters(scenes) -> None:

@@ -12,3 +12,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_generated_docs_match_the_committed_results() -> None:
     stale = check_docs(ROOT)
     assert stale == [], f"out of date (run `make render-docs`): {[str(p.relative_to(ROOT)) for p in stale]}"
+
+
+def test_page_block_splits_the_metrics_into_the_experiments_tables() -> None:
+    from pairloss.recipes.render import page_block
+
+    summary = {m: {k: {"mean": v, "std": 0.1, "n": 5} for k, v in (("a", 1.0), ("b", 2.0), ("c", 3.0))} for m in "xy"}
+    payload = {
+        "mode": "full",
+        "seeds": [0, 1, 2, 3, 4],
+        "wall_seconds": 60.0,
+        "environment": {},
+        "title": "t",
+        "objective": "validation a",
+        "summary": summary,
+        "verdicts": [],
+        "tuning": {},
+        "config": {"trials": 1},
+    }
+    one = page_block("demo", payload)
+    assert "| method | a | b | c |" in one
+    split = page_block("demo", payload, (("first", ("a",)), ("second", ("c", "b"))))
+    assert "*first*" in split and "| method | a |" in split and "| method | c | b |" in split
+    assert "| method | a | b | c |" not in split

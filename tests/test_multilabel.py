@@ -11,7 +11,13 @@ import pytest
 import torch
 from sklearn.metrics import coverage_error, label_ranking_average_precision_score, label_ranking_loss
 
-from pairloss.data.multilabel import load_arff, load_svmlight_multilabel, make_multilabel, mulan_label_names
+from pairloss.data.multilabel import (
+    LinearMultiLabelProblem,
+    load_arff,
+    load_svmlight_multilabel,
+    make_multilabel,
+    mulan_label_names,
+)
 from pairloss.functional import multilabel_pairwise_loss, multilabel_univariate_loss
 from pairloss.losses import MultiLabelPairwiseLoss, MultiLabelUnivariateLoss, registered_losses
 from pairloss.metrics import (
@@ -24,8 +30,7 @@ from pairloss.metrics import (
     one_error,
     ranking_loss,
 )
-from pairloss.recipes import get_recipe, run_recipe
-from pairloss.training.reporting import Reporter
+from pairloss.recipes import run_experiment
 
 LINKS = {
     "logistic": lambda z: math.log1p(math.exp(-z)),
@@ -60,16 +65,18 @@ def _univariate_reference(scores: torch.Tensor, labels: torch.Tensor, weighting:
         c = len(y)
         n_pos = sum(y)
         n_neg = c - n_pos
-        if n_pos == 0 or n_neg == 0:
-            continue
+        if (n_pos == 0 or n_neg == 0) and weighting != "u1":
+            continue  # no label pair: only the plain univariate loss u1 counts such a row
         for fj, yj in zip(f, y):
             sign = 1 if yj == 1 else -1
-            weight = {
-                "u1": 1 / c,
-                "u2": 1 / (n_pos * n_neg),
-                "u3": 1 / n_pos if yj == 1 else 1 / n_neg,
-                "u4": 1 / min(n_pos, n_neg),
-            }[weighting]
+            if weighting == "u1":
+                weight = 1 / c
+            elif weighting == "u2":
+                weight = 1 / (n_pos * n_neg)
+            elif weighting == "u3":
+                weight = 1 / n_pos if yj == 1 else 1 / n_neg
+            else:
+                weight = 1 / min(n_pos, n_neg)
             total += weight * LINKS[link](sign * fj)
     return total / len(scores)
 
@@ -126,12 +133,22 @@ def test_degenerate_rows_give_zero_loss_and_gradient(labels_value: int) -> None:
     scores = torch.randn(4, 5, requires_grad=True)
     labels = torch.full((4, 5), labels_value)
     losses = [multilabel_pairwise_loss(scores, labels)] + [
-        multilabel_univariate_loss(scores, labels, weighting=w) for w in ("u1", "u2", "u3", "u4")
+        multilabel_univariate_loss(scores, labels, weighting=w) for w in ("u2", "u3", "u4")
     ]
     for loss in losses:
         (grad,) = torch.autograd.grad(loss, scores)
         assert loss.item() == 0.0
         assert torch.equal(grad, torch.zeros_like(grad))
+
+
+@pytest.mark.parametrize("labels_value", [0, 1])
+def test_plain_univariate_loss_keeps_rows_without_a_label_pair(labels_value: int) -> None:
+    """u1 is defined on every row (the authors' cost matrix is 1/c everywhere), the others skip such rows."""
+    scores = torch.randn(4, 5, dtype=torch.float64)
+    labels = torch.full((4, 5), labels_value)
+    sign = 2.0 * labels_value - 1.0
+    expected = torch.nn.functional.softplus(-sign * scores).mean()
+    assert multilabel_univariate_loss(scores, labels, weighting="u1").item() == pytest.approx(expected.item())
 
 
 def test_single_label_and_empty_batch() -> None:
@@ -226,7 +243,8 @@ def test_ranking_loss_hand_worked_conventions() -> None:
     # row 2 has no irrelevant label: sklearn scores it 0 and keeps it, the paper drops it.
     assert ranking_loss(scores, labels) == pytest.approx(1 / 3)
     assert ranking_loss(scores, labels, convention="paper") == pytest.approx(1 / 2)
-    assert math.isnan(ranking_loss(scores[2:], labels[2:], convention="paper"))
+    with pytest.warns(RuntimeWarning, match="no row has both"):
+        assert math.isnan(ranking_loss(scores[2:], labels[2:], convention="paper"))
     with pytest.raises(ValueError, match="convention"):
         ranking_loss(scores, labels, convention="mulan")
 
@@ -351,22 +369,72 @@ def test_make_multilabel_structure() -> None:
 # ----------------------------------------------------------------------------------------------- recipe
 
 
+TINY = {"n_fit": 40, "n_validation": 40, "n_test": 60, "max_iter": 5, "trials": 1, "timing_repeats": 1,
+        "timing_batch": 8}  # fmt: skip
+
+
 def test_multilabel_recipe_quick_run(tmp_path: Path) -> None:
-    overrides = {
-        "labels": [4, 12],
-        "models": ["linear"],
-        "epochs": 1,
-        "n_train": 64,
-        "n_test": 32,
-        "timing_repeats": 1,
-        "timing_batch": 8,
-    }
-    result = run_recipe(
-        get_recipe("multilabel"), out=tmp_path, seeds=1, quick=True, overrides=overrides, reporter=Reporter.silent()
-    )
+    from pairloss.recipes.multilabel import GROWTH_C, RECIPE, settings_of
+
+    result = run_experiment(RECIPE, out=tmp_path, seeds=2, quick=True, overrides=TINY)
     for path in (result.results_path, result.table_path, result.figure_path):
         assert path.exists() and path.stat().st_size > 0
     payload = json.loads(result.results_path.read_text())
-    values = [v for row in payload["per_seed"]["0"]["metrics"].values() for v in row.values()]
-    assert values and all(math.isfinite(v) for v in values)
-    assert "linear u3 (reweighted)" in payload["summary"] and payload["verdict"]
+    assert payload["mode"] == "quick" and set(payload["tuning"]) == {m.name for m in RECIPE.methods}
+    by_c, _, every = settings_of(RECIPE.config)
+    for runs in payload["per_seed"].values():
+        for method, run in runs.items():
+            metrics = run["metrics"]
+            assert all(math.isfinite(v) for v in metrics.values()), method
+            for setting in every:
+                gap = metrics[f"RL {setting.name}"] - metrics[f"train RL {setting.name}"]
+                assert metrics[f"gap {setting.name}"] == pytest.approx(gap)
+            top, low = by_c[-1].name, by_c[0].name
+            assert metrics[GROWTH_C] == pytest.approx(metrics[f"gap {top}"] - metrics[f"gap {low}"])
+    # Seeds draw different training sets (the gap's randomness), the test set is shared.
+    first, second = (payload["per_seed"][s]["u1 (plain)"]["metrics"] for s in ("0", "1"))
+    assert first[f"train RL {by_c[0].name}"] != second[f"train RL {by_c[0].name}"]
+    assert {v["verdict"] for v in payload["verdicts"]} <= {"held", "not held", "inconclusive"}
+    with pytest.raises(ValueError, match="fixed by the recipe"):
+        run_experiment(RECIPE, out=tmp_path / "other", seeds=1, quick=True, overrides={**TINY, "labels": [4, 8]})
+
+
+@pytest.mark.parametrize("loss", ["pairwise", "u1", "u3"])
+def test_fit_linear_reaches_the_regularised_optimum(loss: str) -> None:
+    from pairloss.recipes.multilabel import _loss, fit_linear
+
+    sample = LinearMultiLabelProblem.create(6, n_features=5, prevalence=0.3, seed=2).sample(200, seed=0)
+    x = torch.from_numpy(sample.features).double()
+    y = torch.from_numpy(sample.labels).double()
+    model = fit_linear(loss, x, y, weight_decay=1e-2, max_iter=200)
+    objective = _loss(loss, model(x), y) + 0.5e-2 * model.weight.square().sum()
+    grads = torch.autograd.grad(objective, list(model.parameters()))
+    assert max(float(g.abs().max()) for g in grads) < 1e-5
+
+
+def test_linear_problem_prevalence_does_not_depend_on_c() -> None:
+    for c in (10, 200):
+        problem = LinearMultiLabelProblem.create(c, n_features=8, prevalence=0.1, seed=c)
+        sample = problem.sample(4000, seed=1)
+        assert sample.labels.shape == (4000, c) and sample.features.shape == (4000, 8)
+        assert float(sample.labels.mean()) == pytest.approx(0.1, abs=0.01)
+        assert sample.true_scores is not None
+        again = problem.sample(4000, seed=1)
+        assert np.array_equal(again.labels, sample.labels)
+        other = problem.sample(4000, seed=2)
+        assert not np.array_equal(other.labels, sample.labels)
+    # Noise-free labels are the sign of the ideal scores.
+    exact = LinearMultiLabelProblem.create(5, prevalence=0.3, noise=0.0).sample(500, seed=0)
+    assert exact.true_scores is not None
+    assert np.array_equal(exact.labels, (exact.true_scores > 0).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"prevalence": 1.0}, "prevalence"), ({"n_features": 0}, "n_features"), ({"noise": -1.0}, "noise")],
+)
+def test_linear_problem_rejects_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        LinearMultiLabelProblem.create(5, **kwargs)
+    with pytest.raises(ValueError, match="n_samples"):
+        LinearMultiLabelProblem.create(5).sample(0, seed=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,13 +20,14 @@ from sklearn.decomposition import PCA
 from torch import nn
 
 import pairloss
+from pairloss.app.output import output_folder
 from pairloss.app.progress import RichReporter
 from pairloss.data import open_set_digits
 from pairloss.metrics import retrieval
 from pairloss.models import MLPEmbedder
 from pairloss.training import TrainConfig, embed, train_embedding
 
-__all__ = ["DEFAULT_LOSSES", "DEMO_LOSSES", "run_demo"]
+__all__ = ["DEFAULT_LOSSES", "DEMO_LOSSES", "demo_loss_name", "run_demo"]
 
 EMBEDDING_SIZE = 32
 K = (1, 2, 4, 8)
@@ -44,6 +46,21 @@ DEMO_LOSSES: dict[str, Callable[[int, int], nn.Module]] = {
 DEFAULT_LOSSES = ("contrastive", "triplet", "multi-similarity")
 
 
+def _squashed(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def demo_loss_name(name: str) -> str:
+    """The :data:`DEMO_LOSSES` key that ``name`` means: the key itself (``multi-similarity``) or the loss's class name
+    (``MultiSimilarityLoss``), in any case, with or without dashes; ``ValueError`` listing both otherwise."""
+    classes = {key: type(factory(2, 2)).__name__ for key, factory in DEMO_LOSSES.items()}
+    aliases = {_squashed(alias): key for key, cls in classes.items() for alias in (key, cls)}
+    if _squashed(name) not in aliases:
+        choices = ", ".join(f"{key} ({cls})" for key, cls in classes.items())
+        raise ValueError(f"unknown loss {name!r}; choose from {choices}")
+    return aliases[_squashed(name)]
+
+
 def run_demo(
     losses: Sequence[str] = DEFAULT_LOSSES,
     epochs: int = 10,
@@ -53,12 +70,13 @@ def run_demo(
 ) -> dict[str, dict[str, float]]:
     """Train one MLP per loss on digits 0–4, evaluate retrieval on digits 5–9, print a table, write a figure.
 
-    Writes ``out/demo/results.json`` and ``out/demo/figure.png``. Returns ``{loss: metrics}``.
+    ``losses`` are :data:`DEMO_LOSSES` keys or the losses' class names. Writes ``out/demo/results.json`` and
+    ``out/demo/figure.png``; the folder is created (or found unwritable, ``ValueError``) before any training.
+    Returns ``{loss: metrics}``.
     """
     console = console or Console()
-    unknown = [name for name in losses if name not in DEMO_LOSSES]
-    if unknown:
-        raise ValueError(f"unknown demo loss(es) {unknown}; choose from {sorted(DEMO_LOSSES)}")
+    losses = list(dict.fromkeys(demo_loss_name(name) for name in losses))
+    out_dir = output_folder(Path(out) / "demo")
     split = open_set_digits()
     num_classes = int(split.train_y.max()) + 1
     reporter = RichReporter(console=console)
@@ -82,8 +100,6 @@ def run_demo(
                 torch.nn.functional.normalize(test_embeddings, dim=1).numpy()
             )
     _print_table(console, results)
-    out_dir = Path(out) / "demo"
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps({"epochs": epochs, "seed": seed, "metrics": results}, indent=2))
     _figure(results, projections, split.test_y.numpy(), out_dir / "figure.png")
     console.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'figure.png'}")

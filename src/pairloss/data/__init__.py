@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pairloss.data.instances import InstanceImage, load_instance_image
     from pairloss.data.letor import LetorData, LetorQuery, iter_letor, load_letor
     from pairloss.data.multilabel import (
+        LinearMultiLabelProblem,
         MultiLabelData,
         load_arff,
         load_svmlight_multilabel,
@@ -41,6 +42,7 @@ _MODULES = {
     "LetorData": "pairloss.data.letor",
     "LetorQuery": "pairloss.data.letor",
     "MPerClassSampler": "pairloss.data.samplers",
+    "LinearMultiLabelProblem": "pairloss.data.multilabel",
     "MultiLabelData": "pairloss.data.multilabel",
     "OpenSetSplit": "pairloss.data.digits",
     "OrganMatchingData": "pairloss.data.organ",
@@ -74,6 +76,7 @@ __all__ = [
     "InstanceImage",
     "LetorData",
     "LetorQuery",
+    "LinearMultiLabelProblem",
     "MPerClassSampler",
     "MultiLabelData",
     "OpenSetSplit",

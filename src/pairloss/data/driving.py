@@ -27,10 +27,14 @@ its planned path is the centre line ``y = 0``):
   rollouts at once), and ``importance_k = mean_t |v_all(t) − v_{−k}(t)|`` in m/s. An agent that never becomes an
   obstacle leaves every rollout unchanged and has importance exactly 0; so does an obstacle hidden behind a more
   constraining one (the counterfactual credits only what changes the plan).
+* **Perception** (:func:`perceive`): the models never see the true states. Every agent's position, speed and
+  heading are observed with Gaussian noise (tracking error), and the importance labels stay those of the true
+  scene. Engineered features and rasters are both computed from the perceived scene.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -44,6 +48,7 @@ __all__ = [
     "DrivingScenes",
     "agent_features",
     "counterfactual_importance",
+    "perceive",
     "plan_speeds",
     "rasterize_agents",
     "simulate_driving_scenes",
@@ -77,6 +82,8 @@ AGENT_FEATURE_NAMES = (
     "is_pedestrian",
     "is_cyclist",
     "ahead",
+    "corridor_blockers",
+    "blocker_gap",
 )
 
 
@@ -245,12 +252,50 @@ def simulate_driving_scenes(n_scenes: int = 500, *, n_min: int = 5, n_max: int =
     )
 
 
+def perceive(
+    scenes: DrivingScenes,
+    *,
+    position_noise: float = 0.5,
+    speed_noise: float = 0.5,
+    heading_noise: float = 0.05,
+    seed: int = 0,
+) -> DrivingScenes:
+    """The scenes as a tracker reports them: every real agent's state with independent Gaussian errors.
+
+    Positions get ``N(0, position_noise²)`` metres per axis, speeds ``N(0, speed_noise²)`` m/s (clipped at 0),
+    headings ``N(0, heading_noise²)`` radians. Everything else (the ego, the road, the mask and the
+    ground-truth ``importance``) is kept, so a model fed the perceived scene is scored against the true labels.
+    """
+    for name, value in (("position_noise", position_noise), ("speed_noise", speed_noise),
+                        ("heading_noise", heading_noise)):  # fmt: skip
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    generator = torch.Generator().manual_seed(seed)
+    mask = scenes.mask.to(scenes.positions.dtype)
+
+    def noise(shape: tuple[int, ...], scale: float) -> Tensor:
+        return scale * torch.randn(shape, generator=generator, dtype=scenes.positions.dtype)
+
+    shape = tuple(scenes.mask.shape)
+    return dataclasses.replace(
+        scenes,
+        positions=scenes.positions + noise((*shape, 2), position_noise) * mask[..., None],
+        speeds=(scenes.speeds + noise(shape, speed_noise) * mask).clamp_min(0.0),
+        headings=scenes.headings + noise(shape, heading_noise) * mask,
+    )
+
+
 def agent_features(scenes: DrivingScenes) -> Tensor:
-    """``[S, A, 15]`` engineered features per agent (columns: :data:`AGENT_FEATURE_NAMES`; 0 on padding).
+    """``[S, A, 17]`` engineered features per agent (columns: :data:`AGENT_FEATURE_NAMES`; 0 on padding).
 
     Distance, offsets and speeds in the ego frame; ``time_to_conflict`` is the time for an agent ahead in the
     ego lane to be reached at the current closing speed, or for an agent outside it to reach the ego corridor
-    laterally, capped at 10 s.
+    laterally, capped at 10 s. Two occlusion cues describe the ego corridor at ``t = 0`` only:
+    ``corridor_blockers`` counts the other agents inside the ego lane (``|y| < 1.75`` m) that are ahead of the
+    ego and behind this agent, and ``blocker_gap`` is the distance from the nearest of them to this agent
+    (``/50``, capped at 1; 1 when there is none). They are partial by construction: they miss an agent that
+    enters the corridor later (a crossing pedestrian, a cut-in) and say nothing about which obstacle constrains
+    the plan more, and on perceived scenes they inherit the tracking noise.
     """
     pos, vel = scenes.positions, scenes.velocities()
     ego_v = scenes.ego_speed[:, None]
@@ -264,6 +309,11 @@ def agent_features(scenes: DrivingScenes) -> Tensor:
     ttc_lon = torch.where(in_lane & ahead & (relative < 0), pos[..., 0] / (-relative).clamp_min(1e-3), cap)
     ttc_lat = torch.where(~in_lane & (closing_lat > 0), (lateral - _LANE / 2) / closing_lat.clamp_min(1e-3), cap)
     kinds = torch.nn.functional.one_hot(scenes.kinds, len(KINDS)).to(pos.dtype)
+    blocker = scenes.mask & in_lane & ahead  # [S, A]: candidates that stand in the ego lane ahead
+    x = pos[..., 0]
+    between = blocker[:, None, :] & (x[:, None, :] < x[:, :, None])  # [S, agent, other]: other is in front of it
+    between &= ~torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
+    gaps = torch.where(between, x[:, :, None] - x[:, None, :], torch.full_like(between, 50.0, dtype=pos.dtype))
     columns = [
         torch.log1p(distance),
         pos[..., 0] / 50,
@@ -280,6 +330,8 @@ def agent_features(scenes: DrivingScenes) -> Tensor:
         kinds[..., 1],
         kinds[..., 2],
         ahead.to(pos.dtype),
+        between.sum(-1).to(pos.dtype) * ahead,
+        (gaps.amin(-1) / 50).clamp(max=1.0),
     ]
     return torch.stack(columns, -1) * scenes.mask[..., None]
 

@@ -11,8 +11,10 @@ others. With a margin link ``φ`` (logistic ``log(1 + e^{−z})``, hinge ``[1 �
 Wu, Li, Xu, Zhu. Rethinking and Reweighting the Univariate Losses for Multi-Label Ranking: Consistency and
 Generalization. NeurIPS 2021.
 
-Rows without a relevant or without an irrelevant label have no label pair; they contribute 0 to every loss here
-(value and gradient), so the losses stay comparable. The batch reduction is the mean over all ``B`` rows.
+The weightings are those of the authors' code (``calculate_cost_matrix``): rows without a relevant or without an
+irrelevant label have no label pair and contribute 0 to the pairwise loss and to ``u2``–``u4``, while ``u1`` (the
+plain univariate loss of Dembczyński et al., ICML 2012, which is not a ranking loss of pairs) keeps them with
+``C_j = 1/c``. The batch reduction is the mean over all ``B`` rows, as in the paper's empirical risk.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def multilabel_univariate_loss(
     ``y_ij = +1`` for a relevant and ``−1`` for an irrelevant label, and ``C`` is one of the paper's weightings:
     ``u1``: ``1/c``; ``u2``: ``1/(|Y⁺||Y⁻|)``; ``u3`` (reweighted): ``1/|Y⁺|`` on relevant, ``1/|Y⁻|`` on
     irrelevant labels; ``u4``: ``1/min(|Y⁺|, |Y⁻|)``. It costs ``O(c)`` per sample. Rows with no relevant or no
-    irrelevant label contribute 0.
+    irrelevant label contribute 0 to ``u2``–``u4`` and ``(1/c) Σ_j φ(y_ij f_ij)`` to ``u1`` (as in the authors'
+    code: ``u1`` is the plain univariate loss, defined on every row).
 
     Args:
         scores: ``[B, c]`` real-valued label scores.
@@ -119,8 +122,9 @@ def multilabel_univariate_loss(
     else:
         weight = (1 / torch.where(valid, torch.minimum(n_pos, n_neg), one))[:, None].expand_as(y)
     margins = (2 * y - 1) * scores
-    per_label = weight * _link(margins, link)
-    per_row = torch.where(valid, per_label.sum(1), torch.zeros_like(n_pos))
+    per_row = (weight * _link(margins, link)).sum(1)
+    if weighting != "u1":
+        per_row = torch.where(valid, per_row, torch.zeros_like(n_pos))
     return per_row.mean()
 
 

@@ -78,17 +78,35 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     """Load a local weights file into ``model`` (on the model's device) and return it.
 
     The ``module.`` prefix that ``DataParallel`` adds is removed. ``strict`` raises ``ValueError`` listing
-    missing and unexpected keys.
+    missing and unexpected keys. A file that is not a readable ``torch.save`` / safetensors file (truncated, text,
+    another format) and tensors whose shapes differ from the model's raise ``ValueError`` naming the path.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        safetensors = importlib.import_module("safetensors.torch")
-        state: Mapping[str, Tensor] = safetensors.load_file(str(path))
-    else:
-        state = _state_dict_from(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        if path.suffix == ".safetensors":
+            safetensors = importlib.import_module("safetensors.torch")
+            state: Mapping[str, Tensor] = safetensors.load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise
+    except Exception as error:  # torch and safetensors raise many kinds (RuntimeError, UnpicklingError, EOFError, ...)
+        raise ValueError(f"{path} is not a readable weights file ({type(error).__name__}: {error})") from None
+    try:
+        state = _state_dict_from(state)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     renamed = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    expected = model.state_dict()
+    mismatched = [
+        f"{name} {tuple(value.shape)} (model {tuple(expected[name].shape)})"
+        for name, value in renamed.items()
+        if name in expected and value.shape != expected[name].shape
+    ]
+    if mismatched:
+        raise ValueError(f"weights in {path} have other shapes than the model: {mismatched[:5]}")
     result = model.load_state_dict(renamed, strict=False)
     if strict and (result.missing_keys or result.unexpected_keys):
         raise ValueError(

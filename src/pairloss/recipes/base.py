@@ -32,6 +32,7 @@ import torch
 from pairloss.recipes.protocol import Experiment, ExperimentResult, environment, run_experiment
 from pairloss.recipes.protocol import aggregate as aggregate_runs
 from pairloss.recipes.report import metrics_table as markdown_table
+from pairloss.recipes.results_file import read_previous, set_aside
 from pairloss.training.reporting import Reporter
 
 __all__ = ["Recipe", "RecipeResult", "SeedResult", "aggregate", "markdown_table", "run_recipe"]
@@ -116,15 +117,18 @@ def aggregate(seeds: Mapping[int, SeedResult]) -> dict[str, dict[str, dict[str, 
 
 
 def _load_finished(path: Path, config: Mapping[str, Any]) -> dict[int, SeedResult]:
-    if not path.exists():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    """The seeds a previous run with the same config finished; a file that cannot be resumed is set aside."""
+    saved = read_previous(path)
+    if saved is None:
         return {}
     if saved.get("config") != json.loads(json.dumps(config)):
+        set_aside(path, "was written with another config")
         return {}
-    return {int(seed): SeedResult(**entry) for seed, entry in saved.get("per_seed", {}).items()}
+    try:
+        return {int(seed): SeedResult(**entry) for seed, entry in dict(saved.get("per_seed", {})).items()}
+    except (TypeError, ValueError) as error:
+        set_aside(path, f"has a malformed per-seed entry ({error})")
+        return {}
 
 
 def _write(result: RecipeResult, recipe: Recipe, verdict: str | None) -> None:

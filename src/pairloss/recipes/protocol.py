@@ -50,7 +50,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pairloss.recipes.stats import paired_comparison
+from pairloss.recipes.results_file import read_previous, set_aside
+from pairloss.recipes.stats import mean_interval, paired_comparison
 from pairloss.recipes.tuning import Param, TrialRecord, space_to_json, tune
 from pairloss.training.loop import torch_threads
 from pairloss.training.reporting import Reporter
@@ -219,6 +220,8 @@ class Experiment:
         lower_is_better: metrics that improve downwards (their claimed difference is control − treatment).
         seeds: seeds of a full run (at least :data:`MIN_FULL_SEEDS`).
         quick_seeds: seeds of a quick run.
+        tables: how the docs show the test metrics: ``(title, metrics)`` pairs, one table each with those columns
+            (empty: one table with every metric).
     """
 
     name: str
@@ -236,6 +239,7 @@ class Experiment:
     lower_is_better: frozenset[str] = frozenset()
     seeds: int = MIN_FULL_SEEDS
     quick_seeds: int = 2
+    tables: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.methods]
@@ -307,6 +311,10 @@ class ExperimentResult:
     def per_seed(self) -> dict[int, dict[str, dict[str, Any]]]:
         """``{seed: {method: {"metrics": ..., "extra": ...}}}``."""
         return {int(s): runs for s, runs in self.payload["per_seed"].items()}
+
+    def mean_ci(self, method: str, metric: str) -> tuple[float, float]:
+        """``method``'s mean ``metric`` over the seeds and the half-width of its 95% t interval (figures' bars)."""
+        return mean_interval([runs[method]["metrics"][metric] for runs in self.per_seed.values() if method in runs])
 
     @property
     def results_path(self) -> Path:
@@ -403,11 +411,8 @@ def environment() -> dict[str, Any]:
 
 
 def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mode: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    saved = read_previous(path)
+    if saved is None:
         return None
     same = (
         saved.get("protocol") == PROTOCOL_VERSION
@@ -415,6 +420,8 @@ def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mo
         and saved.get("mode") == mode
         and saved.get("config") == _jsonable(config)
     )
+    if not same:
+        set_aside(path, "was written by another protocol version, recipe, mode or configuration")
     return saved if same else None
 
 

@@ -24,7 +24,7 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,16 @@ def _load(path: Path) -> dict[str, Any]:
     return payload
 
 
-def page_block(name: str, payload: Mapping[str, Any] | None) -> str:
-    """The generated block of recipe ``name``'s page (markers included) for its results ``payload``."""
+def _selected(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, dict[str, Any]]:
+    return {method: {m: row[m] for m in metrics if m in row} for method, row in summary.items()}
+
+
+def page_block(name: str, payload: Mapping[str, Any] | None, tables: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
+    """The generated block of recipe ``name``'s page (markers included) for its results ``payload``.
+
+    ``tables`` (the experiment's :attr:`~pairloss.recipes.protocol.Experiment.tables`) splits the test metrics into
+    titled tables of the given columns; without it, one table holds every metric.
+    """
     lines = [BEGIN.format(name=name), ""]
     if payload is None:
         lines += [
@@ -78,8 +86,13 @@ def page_block(name: str, payload: Mapping[str, Any] | None) -> str:
             "",
             f"**Test metrics** (mean ± std over seeds; every method tuned on the {objective}):",
             "",
-            metrics_table(payload["summary"]).rstrip(),
-            "",
+        ]
+        if tables:
+            for title, metrics in tables:
+                lines += [f"*{title}*", "", metrics_table(_selected(payload["summary"], metrics)).rstrip(), ""]
+        else:
+            lines += [metrics_table(payload["summary"]).rstrip(), ""]
+        lines += [
             "**Verdicts**: mean paired difference over seeds (positive favours the claim), its 95% t interval, and",
             "**held** (interval above zero), **not held** (below zero) or **inconclusive** (contains zero).",
             "",
@@ -155,7 +168,7 @@ def _documents(root: Path, recipes: Mapping[str, Any] | None) -> dict[Path, str]
         if payload is not None:
             _check_publishable(payload, path)
         text = page.read_text() if page.exists() else f"# `pairloss reproduce {name}`\n\n{BEGIN}\n{END}\n"
-        block = page_block(name, payload)
+        block = page_block(name, payload, recipe.tables)
         documents[page] = _replace_block(text, BEGIN.format(name=name), END, block, page)
     readme = root / "README.md"
     documents[readme] = _replace_block(
