@@ -31,6 +31,7 @@ from pairloss.data.instances import InstanceImage
 from pairloss.losses.polygon import BoxCrops, box_crops, boxsnake_loss
 from pairloss.losses.rasterize import polygon_inside
 from pairloss.models.polygon import PolygonHead, box_polygon
+from pairloss.recipes._figures import DPI, FONT, WIDTH, verdict_panel
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -222,13 +223,11 @@ def run(ctx: RunContext) -> RunResult:
 
 
 def make_figure(result: ExperimentResult, path: Path) -> None:
-    """Test images with the three trained rows' polygons (seed 0) over the reference masks, then the verdicts."""
+    """Test images with the three trained rows' polygons (seed 0) over the reference masks, the verdicts below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pairloss.recipes.report import plot_verdicts
 
     config = result.config
     images = composite_instances(
@@ -242,31 +241,28 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     runs = result.per_seed.get(0, {})
     columns = 3
     rows = -(-len(images) // columns)
-    fig = plt.figure(figsize=(7.0, 2.45 * rows + 2.6), layout="constrained")
-    grid = fig.add_gridspec(rows + 1, columns, height_ratios=[2.45] * rows + [2.6])
+    fig = plt.figure(figsize=(WIDTH, 2.4 * rows + 3.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2.4 * rows + 0.5, 3.1])
+    axes = top.subplots(rows, columns, squeeze=False)
     offsets = np.cumsum([0] + [len(inst) for inst in images])
-    for i, inst in enumerate(images):
-        ax = fig.add_subplot(grid[i // columns, i % columns])
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= len(images):
+            continue
+        inst = images[i]
         ax.imshow(inst.image.permute(1, 2, 0).numpy(), interpolation="nearest")
         for mask in inst.masks:
             ax.contour(mask.numpy(), levels=[0.5], colors="white", linewidths=1.6)
         for label, colour in COLOURS.items():
             polygons = runs.get(label, {}).get("extra", {}).get("polygons")
-            if not polygons:
-                continue
-            for poly in polygons[offsets[i] : offsets[i + 1]]:
+            for poly in (polygons or [])[offsets[i] : offsets[i + 1]]:
                 xy = np.asarray(poly + poly[:1])
                 ax.plot(xy[:, 0], xy[:, 1], color=colour, linewidth=1.1)
-        ax.set_axis_off()
-    handles = [plt.Line2D([], [], color="white", linewidth=1.6, label="reference mask")]
+    handles = [plt.Line2D([], [], color="0.6", linewidth=1.6, label="reference mask (white)")]
     handles += [plt.Line2D([], [], color=c, linewidth=1.6, label=label) for label, c in COLOURS.items()]
-    fig.legend(handles=handles, loc="outside upper center", ncol=2, fontsize=9, facecolor="0.85")
-    ax = fig.add_subplot(grid[rows, :])
-    plot_verdicts(ax, result.verdicts, metric="mask IoU")
-    ax.tick_params(labelsize=9)
-    ax.xaxis.label.set_fontsize(9)
-    ax.legend(fontsize=9, loc="lower right")
-    fig.savefig(path, dpi=100)
+    top.legend(handles=handles, loc="outside upper center", ncol=2, fontsize=FONT, frameon=False)
+    verdict_panel(bottom, result.verdicts)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 

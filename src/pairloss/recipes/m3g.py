@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from pairloss.data.multiview import MultiViewData, synthetic_multiview
 from pairloss.losses.multiview import M3GLoss, average_of_rest_infonce_loss, pairwise_infonce_loss
 from pairloss.models.mlp import MLPEmbedder
+from pairloss.recipes._figures import DPI, FONT, WIDTH, verdict_panel
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -213,17 +214,17 @@ def run(ctx: RunContext) -> RunResult:
 
 
 def make_figure(result: ExperimentResult, path: Path) -> None:
-    """Test metrics against k (integer ticks) for the three losses, then the verdicts; stacked panels."""
+    """Test metrics against k (integer ticks) for the three losses side by side, the verdicts below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pairloss.recipes.report import plot_verdicts
-
-    fig, axes = plt.subplots(3, 1, figsize=(7.0, 9.0), layout="constrained", height_ratios=[1, 1, 1.3])
+    fig = plt.figure(figsize=(WIDTH, 7.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.25])
+    axes = top.subplots(1, 2)
     markers = dict(zip(LOSSES, ("o", "s", "^")))
-    for ax, metric in zip(axes[:2], METRICS):
+    for ax, metric in zip(axes, METRICS):
         for j, loss in enumerate(LOSSES):
             xs, means = [], []
             for k in KS:
@@ -238,18 +239,15 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
             ax.plot(xs, means, marker=markers[loss], color=f"C{j}", label=loss)
         ax.set_xticks(list(KS), [str(k) for k in KS])
         ax.set_xlim(min(KS) - 0.5, max(KS) + 0.5)
-        ax.set_xlabel("views k", fontsize=9)
-        ax.set_ylabel(f"test {metric}", fontsize=9)
-        ax.tick_params(labelsize=9)
+        ax.set_xlabel("views k", fontsize=FONT)
+        ax.set_title(f"test {metric}", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
         ax.grid(alpha=0.3)
-    sizes = ", ".join(f"k = {k}: n = {result.config['batch_sizes'][str(k)]}" for k in KS)
-    axes[0].set_title(f"per seed (dots) and mean (line); batch {sizes}", fontsize=9)
-    axes[0].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    plot_verdicts(axes[2], result.verdicts)
-    axes[2].tick_params(labelsize=9)
-    axes[2].xaxis.label.set_fontsize(9)
-    axes[2].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.savefig(path, dpi=100)
+    sizes = ", ".join(f"n = {result.config['batch_sizes'][str(k)]} at k = {k}" for k in KS)
+    top.suptitle(f"per seed (dots) and mean (line); batches of {sizes}", fontsize=FONT)
+    top.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=FONT, frameon=False)
+    verdict_panel(bottom, result.verdicts)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 

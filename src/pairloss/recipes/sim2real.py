@@ -47,6 +47,7 @@ from pairloss.data.depth import (
 )
 from pairloss.losses.domain import SimRealPairLoss
 from pairloss.models.policy import DepthPolicy
+from pairloss.recipes._figures import DPI, FONT, WIDTH, verdict_panel
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -199,34 +200,40 @@ def run(ctx: RunContext) -> RunResult:
     return RunResult(metrics, extra)
 
 
+#: Short labels of the rows for the figure's axes.
+_SHORT = {
+    "sim-only": "sim-only",
+    "naive mix": "naive\nmix",
+    "pairwise": "pairwise",
+    "real-trained (reference)": "real-\ntrained\n(reference)",
+}
+
+
 def make_figure(result: ExperimentResult, path: Path) -> None:
-    """Per-seed test metrics of every row (dots, mean bar), then the verdicts; stacked for the docs column."""
+    """Per-seed test metrics of every row (dots, mean bar) side by side, the verdicts below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pairloss.recipes.report import plot_verdicts
-
     methods = list(result.summary)
-    fig, axes = plt.subplots(3, 1, figsize=(7.0, 8.4), layout="constrained", height_ratios=[1, 1, 1.1])
-    for ax, metric in zip(axes[:2], METRICS):
+    fig = plt.figure(figsize=(WIDTH, 6.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.25, 1])
+    axes = top.subplots(1, 2)
+    for ax, metric in zip(axes, METRICS):
         for i, method in enumerate(methods):
             values = [runs[method]["metrics"][metric] for runs in result.per_seed.values() if method in runs]
             ax.scatter([i] * len(values), values, color="tab:blue", s=18, zorder=3)
             if values:
                 ax.plot([i - 0.3, i + 0.3], [np.mean(values)] * 2, color="black", linewidth=2)
-        ax.set_xticks(range(len(methods)), methods, fontsize=9)
-        ax.set_ylabel(metric, fontsize=9)
+        ax.set_xticks(range(len(methods)), [_SHORT.get(m, m) for m in methods], fontsize=FONT)
+        ax.set_title(f"test {metric}", fontsize=FONT)
         ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=9)
+        ax.tick_params(labelsize=FONT)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_title("test metrics per seed (dots) and their mean (bar)", fontsize=9)
-    plot_verdicts(axes[2], result.verdicts)
-    axes[2].tick_params(labelsize=9)
-    axes[2].xaxis.label.set_fontsize(9)
-    axes[2].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.savefig(path, dpi=100)
+    top.suptitle("per seed (dots) and mean (bar)", fontsize=FONT)
+    verdict_panel(bottom, result.verdicts)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
