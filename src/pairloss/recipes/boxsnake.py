@@ -208,7 +208,12 @@ def run(ctx: RunContext) -> RunResult:
         head,
         optimizer,
         update,
-        FitConfig(updates=updates, validate_every=config["validate_every"], description=ctx.label),
+        FitConfig(
+            updates=updates,
+            validate_every=config["validate_every"],
+            patience=config["patience"],
+            description=ctx.label,
+        ),
         validate=validate,
         checkpoint=ctx.checkpoint,
         reporter=ctx.reporter,
@@ -284,9 +289,10 @@ CONFIG: dict[str, Any] = {
     "dilation": 2,
     "lr": 1e-3,
     "batch_size": 32,
-    "updates": 1000,
+    "updates": 3000,
     "warmup_fraction": 1 / 9,
     "validate_every": 100,
+    "patience": None,
 }
 QUICK: dict[str, Any] = {
     "fit_images": 30,
