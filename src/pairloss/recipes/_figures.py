@@ -9,12 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["DPI", "FONT", "WIDTH", "verdict_panel"]
+__all__ = ["DPI", "FONT", "WIDTH", "stacked", "verdict_panel"]
 
 #: Width (inches) and resolution of a recipe figure: 700 pixels, the docs column.
 WIDTH, DPI = 7.0, 100
 #: The smallest font size used (points).
 FONT = 9
+
+
+def stacked(figure: Any, top: float, bottom: float) -> tuple[Any, Any]:
+    """Two subfigures of ``figure`` stacked vertically, with heights in the ratio ``top : bottom``."""
+    panels = figure.subfigures(2, 1, height_ratios=[top, bottom])
+    return panels[0], panels[1]
 
 
 def verdict_panel(figure: Any, verdicts: Sequence[Mapping[str, Any]], metric: str | None = None) -> Any:

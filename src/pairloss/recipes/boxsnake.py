@@ -31,7 +31,7 @@ from pairloss.data.instances import InstanceImage
 from pairloss.losses.polygon import BoxCrops, box_crops, boxsnake_loss
 from pairloss.losses.rasterize import polygon_inside
 from pairloss.models.polygon import PolygonHead, box_polygon
-from pairloss.recipes._figures import DPI, FONT, WIDTH, verdict_panel
+from pairloss.recipes._figures import DPI, FONT, WIDTH, stacked, verdict_panel
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -247,7 +247,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     columns = 3
     rows = -(-len(images) // columns)
     fig = plt.figure(figsize=(WIDTH, 2.4 * rows + 3.6), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[2.4 * rows + 0.5, 3.1])
+    top, bottom = stacked(fig, 2.4 * rows + 0.5, 3.1)
     axes = top.subplots(rows, columns, squeeze=False)
     offsets = np.cumsum([0] + [len(inst) for inst in images])
     for i, ax in enumerate(axes.flat):

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from pairloss.data.multiview import MultiViewData, synthetic_multiview
 from pairloss.losses.multiview import M3GLoss, average_of_rest_infonce_loss, pairwise_infonce_loss
 from pairloss.models.mlp import MLPEmbedder
-from pairloss.recipes._figures import DPI, FONT, WIDTH, verdict_panel
+from pairloss.recipes._figures import DPI, FONT, WIDTH, stacked, verdict_panel
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -221,7 +221,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(WIDTH, 7.6), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.25])
+    top, bottom = stacked(fig, 1, 1.25)
     axes = top.subplots(1, 2)
     markers = dict(zip(LOSSES, ("o", "s", "^")))
     for ax, metric in zip(axes, METRICS):

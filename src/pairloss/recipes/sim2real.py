@@ -47,7 +47,7 @@ from pairloss.data.depth import (
 )
 from pairloss.losses.domain import SimRealPairLoss
 from pairloss.models.policy import DepthPolicy
-from pairloss.recipes._figures import DPI, FONT, WIDTH, verdict_panel
+from pairloss.recipes._figures import DPI, FONT, WIDTH, stacked, verdict_panel
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -218,7 +218,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
 
     methods = list(result.summary)
     fig = plt.figure(figsize=(WIDTH, 6.6), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.25, 1])
+    top, bottom = stacked(fig, 1.25, 1)
     axes = top.subplots(1, 2)
     for ax, metric in zip(axes, METRICS):
         for i, method in enumerate(methods):
