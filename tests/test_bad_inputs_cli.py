@@ -113,12 +113,12 @@ def test_run_demo_checks_its_folder_before_training(monkeypatch: pytest.MonkeyPa
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained although the output folder is unusable")
 
-    monkeypatch.setattr(demo, "train_embedding", never)
+    monkeypatch.setattr(demo, "_train", never)
     (tmp_path / "demo").write_text("")
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        demo.run_demo(losses=["contrastive"], epochs=1, out=tmp_path)
+        demo.run_demo(losses=["contrastive"], updates=1, out=tmp_path)
     with pytest.raises(ValueError, match="unknown loss 'nope'"):
-        demo.run_demo(losses=["nope"], epochs=1, out=tmp_path / "fresh")
+        demo.run_demo(losses=["nope"], updates=1, out=tmp_path / "fresh")
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -162,9 +162,9 @@ def test_reproduce_rejects_an_unknown_recipe(recorded: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("args", "option"),
     [
-        (["demo", "--epochs", "0"], "--epochs"),
+        (["demo", "--updates", "0"], "--updates"),
         (["reproduce", "sbcr", "--seeds", "0"], "--seeds"),
-        (["demo", "--epochs", "many"], "--epochs"),
+        (["demo", "--seeds", "many"], "--seeds"),
     ],
 )
 def test_numeric_options_are_range_checked(recorded: dict[str, Any], args: list[str], option: str) -> None:

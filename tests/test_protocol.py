@@ -91,7 +91,7 @@ TOY = Experiment(
     title="A toy experiment",
     paper="Nobody. A toy. 2024",
     claim="All features help; added noise hurts.",
-    config={"trials": 3},
+    config={"trials": 3, "threads": 1},
     quick={},
     methods=(
         Method("base", space={"lr": Float(0.01, 0.3, log=True)}, settings=BASE),
@@ -118,6 +118,7 @@ def test_toy_run_tunes_equally_pairs_seeds_and_judges(tmp_path: Path) -> None:
     saved = json.loads(result.results_path.read_text())
     assert set(RESULTS_KEYS) <= set(saved) and saved["mode"] == "quick" and saved["seeds"] == [0, 1, 2]
     assert saved["data"] == {"samples": 300} and saved["wall_seconds"] > 0
+    assert saved["environment"]["torch_threads"] == 1  # the run's setting, not the caller's
     assert set(saved["tuning"]) == {"base"}
     tuning = saved["tuning"]["base"]
     assert tuning["trials"] == 3 and len(tuning["history"]) == 3 and 0.01 <= tuning["best"]["lr"] <= 0.3

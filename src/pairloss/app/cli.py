@@ -85,20 +85,21 @@ def demo(
     loss: Annotated[
         list[str] | None,
         typer.Option(
-            help="Loss to train with (repeatable), by demo name or class name, e.g. multi-similarity or "
-            "MultiSimilarityLoss; default: contrastive, triplet, multi-similarity."
+            help="Loss to train with (repeatable), by demo name or class name, e.g. rs@k or "
+            "RecallAtKSurrogateLoss; default: contrastive and rs@k."
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per loss.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per loss (the spread of the metrics).")] = 3,
+    updates: Annotated[int, typer.Option(min=1, help="Optimiser updates per training run.")] = 200,
+    speed_batch: Annotated[int, typer.Option(min=8, help="Batch of the speed and memory comparison.")] = 4096,
     out: Annotated[Path, typer.Option(help="Output folder; results go to OUT/demo/.")] = Path("results"),
 ) -> None:
-    """Open-set retrieval on the bundled digits: train on classes 0–4, retrieve classes 5–9."""
+    """Open-set glyph retrieval with a small CNN, then the losses' speed and memory beside naive N×N code."""
     from pairloss.app.demo import DEFAULT_LOSSES, run_demo
 
     losses = [_checked_loss(name) for name in loss or DEFAULT_LOSSES]
     _checked_folder(out / "demo")
-    run_demo(losses=losses, epochs=epochs, seed=seed, out=out, console=console)
+    run_demo(losses=losses, seeds=seeds, updates=updates, speed_batch=speed_batch, out=out, console=console)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

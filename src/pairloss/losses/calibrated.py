@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_floating, check_positive, check_tensor
-from pairloss.losses._lists import group_to_lists
-from pairloss.losses.base import PairLoss, mean_of_active
+from pairloss.losses._lists import PAD, group_to_lists
+from pairloss.losses.base import BatchAxis, PairLoss, mean_of_active
 from pairloss.losses.ranking import ranknet_loss
 
 __all__ = [
@@ -96,6 +96,10 @@ def self_boosted_pairwise_loss(
     gap = logits[:, None] - ref
     losses = torch.where(above, F.softplus(-sigma * gap), zero) + torch.where(below, F.softplus(sigma * gap), zero)
     return mean_of_active(losses.sum(), (above.sum() + below.sum()).to(logits.dtype))
+
+
+#: The dumped reference lists ``[n, M]`` of impressions on different ranks are padded to the longest (label ``-1``).
+REFERENCE_LIST_AXES = {"ref_scores": BatchAxis(pad=0.0), "ref_labels": BatchAxis(pad=PAD)}
 
 
 class PiecewiseLinearCalibrator(nn.Module):
@@ -272,6 +276,7 @@ class SelfBoostedPairwiseLoss(PairLoss):
     formula = "mean_P ℓ(s_i − s̃_j) [y_i>y_j] + ℓ(s̃_j − s_i) [y_j>y_i], s̃ dumped by an older model"
     paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
     family = "calibrated"
+    batch_axes = REFERENCE_LIST_AXES
 
     def __init__(self, sigma: float = 1.0) -> None:
         super().__init__()
@@ -287,6 +292,7 @@ class SBCRLoss(PairLoss):
     formula = "BCE(σ(s), y) + α L_SB(s; s̃) + BCE(g(σ(s)^sg; x), y), g monotone piecewise linear"
     paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
     family = "calibrated"
+    batch_axes = REFERENCE_LIST_AXES
 
     def __init__(self, alpha: float = 1.0, sigma: float = 1.0) -> None:
         super().__init__()

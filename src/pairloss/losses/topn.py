@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_positive
-from pairloss.losses._lists import prepare_lists
+from pairloss.losses._lists import LIST_BATCH_AXES, prepare_lists
 from pairloss.losses.base import PairLoss
 
 __all__ = [
@@ -157,6 +157,7 @@ class AWTRLoss(PairLoss):
     formula = "Σ w_ij log(1+e^{−σ(s_i−s_j)}) / Σ w_ij,  w_ij = α + (1−α)·[i or j in current/true top-N]"
     paper = "Shojaee, Chen, Jin. Adaptively weighted top-N recommendation for organ matching (AWTR)"
     family = "topn"
+    batch_axes = LIST_BATCH_AXES
 
     def __init__(self, top_n: int = 10, alpha: float = 0.3, sigma: float = 1.0) -> None:
         super().__init__()
@@ -174,6 +175,7 @@ class BPRLoss(PairLoss):
     formula = "mean_{rel_i>t≥rel_j} −log σ(s_i − s_j)"
     paper = "Rendle et al. BPR: Bayesian personalized ranking from implicit feedback. UAI 2009"
     family = "topn"
+    batch_axes = LIST_BATCH_AXES
 
     def __init__(self, threshold: float = 0.0) -> None:
         super().__init__()
@@ -189,6 +191,7 @@ class WARPLoss(PairLoss):
     formula = "mean_i Φ(r_i)/r_i Σ_{j∈V_i} (m − s_i + s_j),  Φ(r) = Σ_{k≤r} 1/k"
     paper = "Weston, Bengio, Usunier. WSABIE: scaling up to large vocabulary image annotation. IJCAI 2011"
     family = "topn"
+    batch_axes = LIST_BATCH_AXES
 
     def __init__(self, threshold: float = 0.0, margin: float = 1.0) -> None:
         super().__init__()

@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairloss.recipes.protocol import Experiment, ExperimentResult, environment, run_experiment
+from pairloss.recipes.protocol import (
+    Experiment,
+    ExperimentResult,
+    OutputFiles,
+    environment,
+    resolve_config,
+    run_experiment,
+)
 from pairloss.recipes.protocol import aggregate as aggregate_runs
 from pairloss.recipes.report import metrics_table as markdown_table
 from pairloss.recipes.results_file import read_previous, set_aside
@@ -50,7 +57,7 @@ class SeedResult:
 
 
 @dataclass
-class RecipeResult:
+class RecipeResult(OutputFiles):
     """Everything a recipe run produced (also the content of ``results.json``)."""
 
     name: str
@@ -58,18 +65,6 @@ class RecipeResult:
     seeds: dict[int, SeedResult]
     summary: dict[str, dict[str, dict[str, float]]]
     out_dir: Path
-
-    @property
-    def table_path(self) -> Path:
-        return self.out_dir / "table.md"
-
-    @property
-    def figure_path(self) -> Path:
-        return self.out_dir / "figure.png"
-
-    @property
-    def results_path(self) -> Path:
-        return self.out_dir / "results.json"
 
 
 @dataclass(frozen=True)
@@ -99,14 +94,7 @@ class Recipe:
 
     def resolve_config(self, quick: bool, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then explicit overrides."""
-        config = dict(self.config)
-        if quick:
-            config.update(self.quick)
-        if overrides:
-            unknown = set(overrides) - set(config)
-            if unknown:
-                raise ValueError(f"unknown config keys for recipe {self.name!r}: {sorted(unknown)}")
-            config.update(overrides)
+        config = resolve_config(self.name, self.config, self.quick if quick else {}, overrides)
         config["quick"] = quick
         return config
 
