@@ -35,3 +35,31 @@ def test_page_block_splits_the_metrics_into_the_experiments_tables() -> None:
     split = page_block("demo", payload, (("first", ("a",)), ("second", ("c", "b"))))
     assert "*first*" in split and "| method | a |" in split and "| method | c | b |" in split
     assert "| method | a | b | c |" not in split
+
+
+def test_an_experiment_without_tuning_is_not_described_as_tuned() -> None:
+    from pairloss.recipes.render import page_block
+    from pairloss.recipes.report import results_markdown
+
+    summary = {m: {"a": {"mean": 1.0, "std": 0.1, "n": 5}} for m in "xy"}
+    payload = {
+        "mode": "full",
+        "seeds": [0, 1, 2, 3, 4],
+        "wall_seconds": 60.0,
+        "environment": {},
+        "title": "t",
+        "objective": "validation a",
+        "summary": summary,
+        "verdicts": [],
+        "tuning": {},
+        "config": {"trials": 1},
+    }
+    for text in (page_block("demo", payload), results_markdown(payload)):
+        assert "no method tuned" in text
+        assert "tuned on the validation a" not in text and "tuning trials per tuned method" not in text
+        assert "| method | trials |" not in text
+    space = {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}}
+    payload["tuning"] = {"x": {"trials": 1, "space": space, "best": {"lr": 0.01}, "best_value": 0.5}}
+    for text in (page_block("demo", payload), results_markdown(payload)):
+        assert "tuned on the validation a" in text and "1 tuning trials per tuned method" in text
+        assert "| method | trials |" in text and "lr = 0.01" in text
