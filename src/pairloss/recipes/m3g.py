@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from pairloss.data.multiview import MultiViewData, synthetic_multiview
 from pairloss.losses.multiview import M3GLoss, average_of_rest_infonce_loss, pairwise_infonce_loss
-from pairloss.losses.ot import DEFAULT_OT_MEMORY_BUDGET, WORKING_COPIES
+from pairloss.losses.ot import WORKING_COPIES
+from pairloss.memory import get_memory_budget
 from pairloss.models.mlp import MLPEmbedder
 from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
 from pairloss.training.reporting import Reporter
@@ -260,8 +261,9 @@ def verdict(result: RecipeResult) -> str:
             + "."
         )
     skipped = [s for s in scaling if "seconds" not in s]
-    too_big = [s for s in skipped if s["bytes_needed"] > DEFAULT_OT_MEMORY_BUDGET]
-    too_slow = [s for s in skipped if s["bytes_needed"] <= DEFAULT_OT_MEMORY_BUDGET]
+    budget = get_memory_budget()
+    too_big = [s for s in skipped if s["bytes_needed"] > budget]
+    too_slow = [s for s in skipped if s["bytes_needed"] <= budget]
     if too_slow:
         parts.append(
             "Not timed (beyond this run's scaling_max_entries): "
@@ -272,7 +274,8 @@ def verdict(result: RecipeResult) -> str:
         parts.append(
             "Claim 2 (Sinkhorn scales to k = 6 at n = 64) could not be tested: "
             + ", ".join(f"k={s['k']} n={s['n']} needs {s['bytes_needed'] / 2**30:,.0f} GiB" for s in too_big)
-            + " for a float32 solve of the n^k tensor, beyond the solver's 8 GiB budget and this machine's memory; "
+            + f" for a float32 solve of the n^k tensor, beyond the memory budget ({budget / 2**30:g} GiB) and this "
+            "machine's memory; "
             "those k were trained at smaller batches."
         )
     return " ".join(parts)
