@@ -103,7 +103,7 @@ def test_losses_equal_loop_reference(name: str, multi_label: bool) -> None:
 def test_losses_with_reference_set(name: str) -> None:
     u, ref = _codes(5, seed=1), _codes(7, seed=2)
     labels, ref_labels = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([1, 1, 0, 2, 2, 3, 0])
-    got = FUNCTIONS[name](u, labels, ref, ref_labels, block_size=2)
+    got = FUNCTIONS[name](u, labels, ref_emb=ref, ref_labels=ref_labels, block_size=2)
     assert got.item() == pytest.approx(_reference(name, u, labels, ref, ref_labels), rel=1e-10)
 
 
@@ -316,3 +316,25 @@ def test_hashing_recipe_quick_run(tmp_path: Path) -> None:
     values = [v for row in payload["per_seed"]["0"]["metrics"].values() for v in row.values()]
     assert len(values) == 4 * 3 and all(math.isfinite(v) for v in values)
     assert payload["verdict"]
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_reducers_and_mined_pairs(name: str) -> None:
+    """Hashing losses are pair losses: ``reducer="sum"`` sums what the default averages, and a miner's pairs
+    replace the label pairs."""
+    u, labels = _codes(8, seed=5), torch.tensor([0, 1, 0, 2, 1, 0, 3, 3])
+    zero = dict(quantization_weight=0.0) if name in ("dpsh", "ash") else {}
+    zero = {**zero, "regularization": 0.0} if name == "dsh" else zero
+    mean = FUNCTIONS[name](u, labels, **zero).item()
+    total = FUNCTIONS[name](u, labels, reducer="sum", **zero).item()
+    if name == "hashnet":  # ½ (mean over similar + mean over dissimilar pairs): each half summed
+        n_similar = int(((labels[:, None] == labels[None]).sum() - 8).item())
+        assert total > 0 and n_similar > 0
+    else:
+        assert total == pytest.approx(mean * 8 * 7, rel=1e-10)
+    if name == "dpsh":  # the listed pairs only: log(1 + e^θ) − θ on similar, log(1 + e^θ) on dissimilar pairs
+        a, p, n = torch.tensor([0, 0, 5]), torch.tensor([2, 5, 2]), torch.tensor([1, 3, 4])
+        mined = FUNCTIONS[name](u, labels, (a, p, a, n), **zero).item()
+        theta_p, theta_n = 0.5 * (u[a] * u[p]).sum(1), 0.5 * (u[a] * u[n]).sum(1)
+        terms = torch.cat([torch.nn.functional.softplus(-theta_p), torch.nn.functional.softplus(theta_n)])
+        assert mined == pytest.approx(terms.mean().item(), rel=1e-10)

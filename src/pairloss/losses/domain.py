@@ -15,7 +15,9 @@ embedding ``r_j``:
 True pairs (same state) are pulled together without a margin; non-pairs are pushed beyond the margin ``m`` and
 no further, so the push cannot blow the embedding up and pairs of nearly-identical states are not forced far
 apart (an InfoNCE push would keep separating them). ``w = 0`` keeps the pull alone. The batch is the ``P × P``
-cross-domain matrix, small (a few hundred pairs at most), so it is computed densely.
+cross-domain matrix, small (a few hundred pairs at most), so it is computed densely with autograd rather than by
+:func:`pairloss.pair_loss`'s blocked engine path (at that size one dense expression is the fast one, and the
+positive term is the squared distance itself, whose gradient stays finite at ``d = 0``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from torch import Tensor
 
 from pairloss._validation import check_embeddings, check_positive
-from pairloss.losses.base import PairLoss
+from pairloss.losses.base import PairLoss, loss_module
 
 __all__ = ["SimRealPairLoss", "sim_real_pair_loss"]
 
@@ -67,24 +69,20 @@ def sim_real_pair_loss(
     return positive + negative_weight * hinge.pow(2).sum() / (p * (p - 1))
 
 
+def _check_options(margin: float = 1.0, negative_weight: float = 1.0, **_: object) -> None:
+    check_positive(margin, "margin")
+    check_positive(negative_weight, "negative_weight", allow_zero=True)
+
+
+@loss_module(
+    sim_real_pair_loss,
+    formula="(1/P) Σ_i ‖s_i − r_i‖² + w/(P(P−1)) Σ_{i≠j} [m − ‖s_i − r_j‖]_+²",
+    paper="Viereck, Saenko, Platt. Adapting control policies from simulation to reality using a pairwise loss. 2018",
+    family="domain",
+    check=_check_options,
+)
 class SimRealPairLoss(PairLoss):
     """Pull (simulated, real) embeddings of the same state together, push unpaired ones beyond a margin.
 
     Called as ``loss(sim_embeddings [P, D], real_embeddings [P, D])``. See :func:`sim_real_pair_loss`.
     """
-
-    formula = "(1/P) Σ_i ‖s_i − r_i‖² + w/(P(P−1)) Σ_{i≠j} [m − ‖s_i − r_j‖]_+²"
-    paper = "Viereck, Saenko, Platt. Adapting control policies from simulation to reality using a pairwise loss. 2018"
-    family = "domain"
-
-    def __init__(self, margin: float = 1.0, negative_weight: float = 1.0) -> None:
-        super().__init__()
-        check_positive(margin, "margin")
-        check_positive(negative_weight, "negative_weight", allow_zero=True)
-        self.margin = margin
-        self.negative_weight = negative_weight
-
-    def forward(self, sim_embeddings: Tensor, real_embeddings: Tensor) -> Tensor:
-        return sim_real_pair_loss(
-            sim_embeddings, real_embeddings, margin=self.margin, negative_weight=self.negative_weight
-        )

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from pairloss.data.digits import open_set_digits
 from pairloss.data.glyphs import open_set_glyphs
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.data.samplers import MPerClassBatchSampler
 from pairloss.losses.crossentropy import CrossEntropyLoss, PairwiseCrossEntropyLoss
 from pairloss.losses.metric import ContrastiveLoss, MultiSimilarityLoss, TripletMarginLoss
 from pairloss.losses.recall import RecallAtKSurrogateLoss
@@ -119,7 +119,7 @@ def _train(
     loss = _loss(name, n_classes, config)
     optimizer = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=config["lr"], weight_decay=1e-4)
     m = max(4, config["batch_size"] // n_classes)
-    sampler = MPerClassSampler(y, m, m * min(config["batch_size"] // m, n_classes), seed=seed)
+    sampler = MPerClassBatchSampler(y, m, m * min(config["batch_size"] // m, n_classes), seed=seed)
     trace: list[list[float]] = []
     model.train()
     for _ in reporter.track(range(config["epochs"]), description):
