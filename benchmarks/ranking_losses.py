@@ -22,7 +22,8 @@ The peers:
 * ``dense-reference``: when allRank is not available, the same formulas written directly in PyTorch here (one
   ``[B, L, L]`` tensor per pairwise quantity, no chunking), the way a dense implementation computes them.
 
-Run: ``python -m benchmarks.ranking_losses [--quick] [--out DIR]`` or ``python -m benchmarks --only
+Run: ``python -m benchmarks.ranking_losses [--quick] [--out DIR]`` (a full run regenerates the table of
+``docs/ranking.md``; ``--docs-only`` regenerates it from the JSON), or ``python -m benchmarks --only
 ranking_losses``.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import math
 import os
 import subprocess
@@ -45,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmarks.measure import ROOT, Case, Measurement, measure
-from benchmarks.report import compare, write_json
+from benchmarks.report import compare, update_docs, write_json
 
 NAME = "ranking_losses"
 TITLE = "RankNet and LambdaRank, forward + backward, L = 100 items per list, float32"
@@ -61,6 +63,8 @@ ALLRANK_SCHEMES = {"lambdarank": "lambdaRank_scheme", "lambdaloss": "ndcgLoss2PP
 SPINNER = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(10**6):\n        pass\n"
 ALLRANK_VARIABLE = "ALLRANK_PATH"
 MODULE = "benchmarks.ranking_losses"
+#: The page whose ``<!-- bench:ranking_losses -->`` table a full run regenerates.
+DOCS_PAGE = ROOT / "docs" / "ranking.md"
 
 
 def _allrank_losses() -> types.ModuleType | None:
@@ -242,9 +246,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--lists", type=int, nargs="+", help="numbers of lists to run (default: 1000 10000)")
+    parser.add_argument("--docs-only", action="store_true", help="regenerate the docs table from the JSON")
     args = parser.parse_args(argv)
     sizes = tuple(args.lists) if args.lists else None
-    print(markdown_table(run(args.out, args.quick, repeats=args.repeats, sizes=sizes)))
+    if args.docs_only:
+        rows = json.loads((args.out / f"{NAME}.json").read_text())["comparisons"]
+    else:
+        rows = run(args.out, args.quick, repeats=args.repeats, sizes=sizes)
+    table = markdown_table(rows)
+    print(table)
+    if not args.quick and sizes is None:
+        update_docs(DOCS_PAGE, NAME, table)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Python loop over groups.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -275,12 +277,54 @@ def _pair_weights(a: Tensor, b: Tensor, form: str, factor: Tensor | None, out: T
     return out if factor is None else out.mul_(factor)
 
 
+def _block_workers(device: torch.device, n_blocks: int) -> int:
+    """How many threads share the blocks of a CPU computation: one per intra-op thread (each block's kernels then
+    run on one thread), one on other devices, for a single block, and while :func:`torch.compile` traces."""
+    if device.type != "cpu" or n_blocks < 2 or torch.compiler.is_compiling():
+        return 1
+    return min(torch.get_num_threads(), n_blocks)
+
+
+def _run_blocks(n_blocks: int, workers: int, run: Callable[[Iterator[int]], None]) -> None:
+    """``run(block indices)`` on ``workers`` threads that take the next block when they finish one, with every
+    kernel on one thread meanwhile (``torch.set_num_threads(1)``, restored after); in the calling thread when
+    ``workers`` is 1. On a busy machine a thread that loses its core delays only its own block, where a kernel
+    split across threads waits for the slowest of them at every step."""
+    if workers == 1:
+        run(iter(range(n_blocks)))
+        return
+    lock = threading.Lock()
+    pending = iter(range(n_blocks))
+
+    def claimed() -> Iterator[int]:
+        while True:
+            with lock:
+                index = next(pending, None)
+            if index is None:
+                return
+            yield index
+
+    def work() -> None:
+        with torch.no_grad():
+            run(claimed())
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(work) for _ in range(workers)]:
+                future.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _LogisticPairSums(torch.autograd.Function):
     """``Σ_ij W_ij log(1 + e^{−σ(s_i − s_j)})`` over all lists, block by block, with the gradient formed in the same
     pass: ``∂/∂s_i = σ Σ_j (W_ji q_ji − W_ij q_ij)``, ``q_ij = sigmoid(−σ(s_i − s_j))``. Per block: the weights, one
     broadcast difference, one log-sigmoid, one sigmoid, written into three ``[b, L, L]`` workspaces allocated once
-    and reused by every block (fresh temporaries cost more than the arithmetic on them); no masks, no host
-    synchronisation."""
+    per thread and reused by each of its blocks (fresh temporaries cost more than the arithmetic on them); no masks,
+    no host synchronisation. On the CPU the blocks are shared by threads (:func:`_run_blocks`); each block's sum
+    goes to its own slot, so the total is the same for any schedule."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -296,23 +340,29 @@ class _LogisticPairSums(torch.autograd.Function):
         wants_gradient = bool(ctx.needs_input_grad[0])  # type: ignore[attr-defined]
         scaled = scores.detach() if sigma == 1.0 else scores.detach() * sigma
         n_lists, length = scores.shape
-        total = scores.new_zeros((), dtype=torch.float64)
+        blocks = memory.row_blocks(n_lists, block_size)
+        totals = scores.new_zeros(len(blocks), dtype=torch.float64)
         grad = torch.zeros_like(scores) if wants_gradient else None
         rows = min(block_size, n_lists)
-        weight_space, margin_space, value_space = (scores.new_empty((rows, length, length)) for _ in range(3))
-        for start, stop in memory.row_blocks(n_lists, block_size):
-            size = stop - start
-            t = scaled[start:stop]
-            weights = _pair_weights(a[start:stop], b[start:stop], form, factor, weight_space[:size])
-            z = torch.sub(t[:, :, None], t[:, None, :], out=margin_space[:size])  # σ(s_i − s_j)
-            value = torch.ops.aten.log_sigmoid.out(z, out=value_space[:size])  # log sigmoid(z) = −log(1 + e^{−z})
-            total -= value.mul_(weights).sum()
-            if grad is not None:
-                q = z.neg_().sigmoid_().mul_(weights)
-                grad[start:stop] = q.sum(1) - q.sum(2)
+
+        def run(indices: Iterator[int]) -> None:
+            weight_space, margin_space, value_space = (scores.new_empty((rows, length, length)) for _ in range(3))
+            for index in indices:
+                start, stop = blocks[index]
+                size = stop - start
+                t = scaled[start:stop]
+                weights = _pair_weights(a[start:stop], b[start:stop], form, factor, weight_space[:size])
+                z = torch.sub(t[:, :, None], t[:, None, :], out=margin_space[:size])  # σ(s_i − s_j)
+                value = torch.ops.aten.log_sigmoid.out(z, out=value_space[:size])  # −log(1 + e^{−z})
+                totals[index] = value.mul_(weights).sum().neg()
+                if grad is not None:
+                    q = z.neg_().sigmoid_().mul_(weights)
+                    grad[start:stop] = q.sum(1) - q.sum(2)
+
+        _run_blocks(len(blocks), _block_workers(scores.device, len(blocks)), run)
         if grad is not None:
             ctx.save_for_backward(grad if sigma == 1.0 else grad.mul_(sigma))
-        return total.to(scores.dtype)
+        return totals.sum().to(scores.dtype)
 
     @staticmethod
     @once_differentiable
