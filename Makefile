@@ -21,11 +21,11 @@ demo: $(STAMP)
 test: lint typecheck docs pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks mkdocs_hooks
+	$(BIN)/ruff format --check src tests benchmarks mkdocs_hooks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src mkdocs_hooks
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -82,3 +82,24 @@ def test_timm_model_loads_local_random_weights(tmp_path) -> None:
     loaded = build_backbone("timm:resnet18", 4, in_channels=3, weights=path).eval()
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(loaded.backbone(x), source.eval().backbone(x))
+
+
+def test_glyph_cnn_shapes_checkpoint_and_errors(tmp_path) -> None:
+    from pairloss.models.cnn import GlyphCNN
+
+    model = build_backbone("glyph_cnn", 24)
+    assert isinstance(model.backbone, GlyphCNN) and model.backbone.num_features == 64 * 2 * 2
+    out = model(torch.rand(5, 1, 16, 16))
+    assert out.shape == (5, 24)
+    path = tmp_path / "backbone.pt"
+    torch.save(model.backbone.state_dict(), path)  # a "foundation" checkpoint: the feature extractor only
+    loaded = build_backbone("glyph_cnn", 24, weights=path)
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(loaded.backbone.state_dict()[name], value)
+    assert GlyphCNN(widths=(8, 8), image_size=8).num_features == 8 * 2 * 2
+    with pytest.raises(ValueError, match="divisible"):
+        GlyphCNN(image_size=20)
+    with pytest.raises(ValueError, match="widths"):
+        GlyphCNN(widths=())
+    with pytest.raises(ValueError, match=r"\[N, C, 16, 16\]"):
+        model(torch.rand(2, 1, 12, 12))

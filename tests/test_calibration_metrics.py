@@ -37,7 +37,8 @@ def test_pcoc_and_log_loss():
     y = np.array([0, 1, 1, 0])
     assert pcoc(p, y) == pytest.approx(1.6 / 2)
     assert log_loss(p, y) == pytest.approx(sk_log_loss(y, p))
-    assert math.isnan(pcoc(p, np.zeros(4)))
+    with pytest.warns(RuntimeWarning, match="no click"):
+        assert math.isnan(pcoc(p, np.zeros(4)))
     assert math.isfinite(log_loss([0.0, 1.0], [1, 0]))
 
 

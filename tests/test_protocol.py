@@ -91,7 +91,7 @@ TOY = Experiment(
     title="A toy experiment",
     paper="Nobody. A toy. 2024",
     claim="All features help; added noise hurts.",
-    config={"trials": 3},
+    config={"trials": 3, "threads": 1},
     quick={},
     methods=(
         Method("base", space={"lr": Float(0.01, 0.3, log=True)}, settings=BASE),
@@ -118,6 +118,7 @@ def test_toy_run_tunes_equally_pairs_seeds_and_judges(tmp_path: Path) -> None:
     saved = json.loads(result.results_path.read_text())
     assert set(RESULTS_KEYS) <= set(saved) and saved["mode"] == "quick" and saved["seeds"] == [0, 1, 2]
     assert saved["data"] == {"samples": 300} and saved["wall_seconds"] > 0
+    assert saved["environment"]["torch_threads"] == 1  # the run's setting, not the caller's
     assert set(saved["tuning"]) == {"base"}
     tuning = saved["tuning"]["base"]
     assert tuning["trials"] == 3 and len(tuning["history"]) == 3 and 0.01 <= tuning["best"]["lr"] <= 0.3
@@ -163,7 +164,9 @@ def test_rerun_resumes_without_training_again(tmp_path: Path) -> None:
     run_experiment(TOY, out=tmp_path, seeds=3, quick=True)  # one more seed: only its four runs
     assert [(c["phase"], c["seed"]) for c in CALLS] == [("final", 2)] * 4
     CALLS.clear()
-    run_experiment(TOY, out=tmp_path, seeds=2, quick=True, overrides={"trials": 4})  # another config: from scratch
+    with pytest.warns(UserWarning, match="another protocol version, recipe, mode or configuration"):
+        run_experiment(TOY, out=tmp_path, seeds=2, quick=True, overrides={"trials": 4})  # another config: from scratch
+    assert (tmp_path / "toy" / "results.json.bak").exists()  # the replaced results are kept
     assert len([c for c in CALLS if c["phase"] == "tuning"]) == 4
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pairloss.recipes.stats import paired_comparison, verdict_for
+from pairloss.recipes.stats import mean_interval, paired_comparison, verdict_for
 
 
 def _seeds(differences: list[float], base: float = 0.5) -> tuple[list[float], list[float]]:
@@ -97,3 +97,13 @@ def test_verdict_for_interval_ends() -> None:
     assert verdict_for(None, None) == "inconclusive"
     with pytest.raises(ValueError, match="above its high end"):
         verdict_for(0.2, 0.1)
+
+
+def test_mean_interval_is_the_t_interval_half_width_and_skips_nan():
+    values = [0.61, 0.64, 0.58, 0.66, 0.63]
+    mean, half = mean_interval([*values, float("nan")])
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(np.mean(values))
+    assert half == pytest.approx((high - low) / 2)
+    assert mean_interval([0.5]) == (0.5, 0.0)
+    assert math.isnan(mean_interval([])[0])

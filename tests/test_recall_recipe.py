@@ -1,4 +1,4 @@
-"""The ``recall-at-k`` recipe: a tiny run writes its three files with finite metrics; the full run is slow."""
+"""The ``recall-at-k`` recipe on the protocol: a tiny quick run end to end; the full run is slow."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from pairloss.models.backbones import build_backbone
 from pairloss.recipes import get_recipe, run_recipe
-from pairloss.recipes.recall_at_k import RUNS
-from pairloss.training.reporting import Reporter
+from pairloss.recipes.protocol import RESULTS_KEYS, ExperimentResult
+from pairloss.recipes.recall_at_k import CLAIMS, METHODS, SPACES
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,36 +24,51 @@ def _one_thread():
 
 
 TINY = {
-    "glyph_train_classes": 6,
-    "glyph_test_classes": 6,
-    "glyph_pretrain_classes": 6,
-    "glyph_samples_per_class": 4,
+    "train_classes": 8,
+    "validation_classes": 4,
+    "test_classes": 8,
+    "pretrain_classes": 16,
+    "samples_per_class": 4,
     "pretrain_samples_per_class": 3,
-    "digits_train_per_class": 12,
-    "epochs": 1,
-    "pretrain_epochs": 1,
+    "batch_size": 16,
+    "large_batch_size": 32,
     "chunk_size": 16,
-    "rows": ["cross-entropy b=256", "RS@k b=64", "RS@k b=full", "RS@k + SiMix + pretrained b=full"],
+    "updates": 6,
+    "validate_every": 3,
+    "pretrain_updates": 4,
+    "pretrain_batch_size": 16,
 }
 
 
-def test_tiny_run_writes_results_table_and_figure(tmp_path) -> None:
-    recipe = get_recipe("recall-at-k")
-    result = run_recipe(recipe, out=tmp_path, seeds=1, quick=True, overrides=TINY, reporter=Reporter.silent())
-    for path in (result.results_path, result.table_path, result.figure_path):
-        assert path.exists() and path.stat().st_size > 0
+def test_tiny_quick_run_writes_the_protocol_results(tmp_path) -> None:
+    result = run_recipe(get_recipe("recall-at-k"), out=tmp_path, quick=True, overrides=TINY)
+    assert isinstance(result, ExperimentResult)
     saved = json.loads(result.results_path.read_text())
-    rows = saved["per_seed"]["0"]["metrics"]
-    assert set(rows) == {f"{d} · {r}" for d in ("digits", "glyphs") for r in TINY["rows"]}
-    assert set(TINY["rows"]) <= set(RUNS)
-    for metrics in rows.values():
-        assert set(metrics) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r"}
-        assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values())
-    assert "larger batches help RS@k" in saved["verdict"] and "SiMix helps" in saved["verdict"]
-    assert "| digits · RS@k b=full |" in result.table_path.read_text()
+    assert set(RESULTS_KEYS) <= set(saved) and saved["mode"] == "quick" and saved["seeds"] == [0, 1]
+    assert saved["data"]["classes"] == {"fit": 8, "validation": 4, "test": 8, "pretrain": 16}
+    assert saved["data"]["fonts"] >= 90
+    assert set(saved["tuning"]) == set(SPACES) and {t["trials"] for t in saved["tuning"].values()} == {2}
+    for method, entry in saved["tuning"].items():
+        assert set(entry["best"]) == set(SPACES[method]) and len(entry["history"]) == 2
+    for runs in saved["per_seed"].values():
+        assert set(runs) == {m.name for m in METHODS}
+        for run in runs.values():
+            assert set(run["metrics"]) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r"}
+            assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in run["metrics"].values())
+    equal_images = saved["per_seed"]["0"]["RS@k large batch, equal images"]["extra"]["updates"]
+    assert equal_images == 3 and saved["per_seed"]["0"]["RS@k large batch"]["extra"]["updates"] <= 6
+    assert len(saved["verdicts"]) == 2 * len(CLAIMS)
+    assert {v["verdict"] for v in saved["verdicts"]} <= {"held", "not held", "inconclusive"}
+    assert "| RS@k beats contrastive | recall@1 |" in result.table_path.read_text()
+    assert result.figure_path.stat().st_size > 0
+    # the pretrained start is a backbone checkpoint that load_weights reads
+    (checkpoint,) = (tmp_path / "recall-at-k" / "cache").glob("pretrained-backbone-*.pt")
+    model = build_backbone("glyph_cnn", 64, weights=checkpoint)
+    assert torch.equal(model.backbone.state_dict()["features.0.weight"], torch.load(checkpoint)["features.0.weight"])
 
 
 @pytest.mark.slow
 def test_full_reproduction(tmp_path) -> None:
-    result = run_recipe(get_recipe("recall-at-k"), out=tmp_path, seeds=3)
-    assert all(entry["recall@1"]["n"] == 3 for entry in result.summary.values())
+    result = run_recipe(get_recipe("recall-at-k"), out=tmp_path)
+    assert isinstance(result, ExperimentResult) and result.mode == "full"
+    assert all(entry["recall@1"]["n"] == 5 for entry in result.summary.values())

@@ -32,3 +32,31 @@ def test_the_figure_is_written(tmp_path: Path) -> None:
 def test_positive_similarity_must_be_inside_the_interval() -> None:
     with pytest.raises(ValueError, match="positive_similarity"):
         metric_pair_weights(pairloss.ContrastiveLoss(), positive_similarity=1.0)
+
+
+def test_the_weight_is_the_backward_gradient_not_the_slope_of_the_value() -> None:
+    def value_without_gradient(anchor, anchor_labels, reference, reference_labels):  # type: ignore[no-untyped-def]
+        # the value moves with the negative, but the loss's backward treats it as a constant (as circle's weights)
+        return (reference[1, 1] ** 2).detach() + 0 * reference.sum()
+
+    _, weight = metric_pair_weights(value_without_gradient, points=21)
+    assert np.all(weight == 0)
+
+
+def test_coinciding_curves_are_drawn_once_under_a_joint_label(tmp_path: Path) -> None:
+    from pairloss.app.visualize import _merged
+
+    ntxent = metric_pair_weights(pairloss.NTXentLoss(temperature=0.1), points=41)
+    supcon = metric_pair_weights(pairloss.SupConLoss(temperature=0.1), points=41)
+    contrastive = metric_pair_weights(pairloss.ContrastiveLoss(), points=41)
+    merged = _merged({"NT-Xent": ntxent, "contrastive": contrastive, "SupCon": supcon})
+    assert list(merged) == ["NT-Xent = SupCon", "contrastive"]
+    assert merged["contrastive"][1].max() == 1.0
+
+
+def test_the_docs_figures_are_written(tmp_path: Path) -> None:
+    from pairloss.app.visualize import write_pair_weight_figures
+
+    written = write_pair_weight_figures(tmp_path)
+    assert [p.name for p in written] == ["pair-weights-metric.png", "pair-weights-ranking.png"]
+    assert all(p.stat().st_size > 10_000 for p in written)

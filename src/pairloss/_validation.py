@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -70,3 +74,24 @@ def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """Check that ``value`` is an integer (not a bool or a float) and at least ``minimum`` when given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_class_shape(num_classes: int, embedding_size: int) -> None:
+    """Check the two sizes of a learnable class matrix (proxies, classifier weights): positive ints."""
+    check_int(num_classes, "num_classes", minimum=1)
+    check_int(embedding_size, "embedding_size", minimum=1)
+
+
+def undefined(metric: str, reason: str) -> float:
+    """NaN for a metric that no input defines, with a ``RuntimeWarning`` saying why (never a silent NaN)."""
+    warnings.warn(f"{metric} is undefined ({reason}); returning NaN", RuntimeWarning, stacklevel=3)
+    return math.nan

@@ -188,7 +188,10 @@ class LpDistance(BaseSimilarity):
         recording = torch.is_grad_enabled() and (query.requires_grad or reference.requires_grad)
         if self.p == 2 and self.power == 1 and not recording:
             return _squared_euclidean(query, reference, clamp=True).sqrt_()
-        distance = torch.cdist(query, reference, p=self.p)
+        if query.dtype in (torch.float16, torch.bfloat16):  # torch.cdist has no half-precision kernel on CPU
+            distance = torch.cdist(query.float(), reference.float(), p=self.p).to(query.dtype)
+        else:
+            distance = torch.cdist(query, reference, p=self.p)
         return distance if self.power == 1 else distance**self.power
 
     def add_pairwise_vjp(

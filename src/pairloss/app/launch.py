@@ -1,4 +1,4 @@
-"""``pairloss train``: train an embedding on the digits on one process or on several with ``torchrun``.
+"""Data-parallel training of an embedding on the digits with ``DistributedDataParallel`` (one process or ``torchrun``).
 
 Under ``torchrun --nproc-per-node P`` (``WORLD_SIZE > 1`` in the environment) every rank draws the same global
 batches from a seeded :class:`~pairloss.data.MPerClassSampler`, keeps its 1/P slice, and the loss is wrapped in
@@ -9,9 +9,6 @@ single-process update on the global batch (the tests check the parameters after 
 from __future__ import annotations
 
 import gc
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pairloss.app.progress import RichReporter
 from pairloss.data import MPerClassSampler, open_set_digits
 from pairloss.models import MLPEmbedder
-from pairloss.training.distributed import CrossRankLoss
+from pairloss.training.distributed import CrossRankLoss, process_group_from_environment
 from pairloss.training.reporting import Reporter
 
 __all__ = ["TrainResult", "train_digits"]
@@ -35,21 +32,6 @@ class TrainResult:
     model: nn.Module
     metrics: dict[str, float]
     world_size: int
-
-
-@contextmanager
-def _process_group_from_environment() -> Iterator[None]:
-    """Inside: the process group that ``torchrun`` describes (``WORLD_SIZE > 1``), started here and destroyed on
-    leaving once every rank is done; a group that already exists is used and left to its owner."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        yield
-        dist.barrier()  # every rank is done before the group (and rank 0's store) goes away
-    finally:
-        dist.destroy_process_group()
 
 
 def train_digits(
@@ -68,12 +50,11 @@ def train_digits(
     group this call starts from the launcher's environment is destroyed before it returns; one that already exists
     is used and left to its owner.
     """
-    from pairloss.app.demo import DEMO_LOSSES
+    from pairloss.app.demo import DEMO_LOSSES, demo_loss_name
     from pairloss.metrics import retrieval
 
-    if loss not in DEMO_LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose from {sorted(DEMO_LOSSES)}")
-    with _process_group_from_environment():
+    loss = demo_loss_name(loss)
+    with process_group_from_environment():
         distributed = dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")

@@ -7,20 +7,22 @@ Each line is one document of one query::
 Feature indices are 1-based (``zero_based=True`` for files that start at 0) and strictly increasing on a line;
 missing features are 0. The lines of one query must be contiguous (the files are grouped by query; a qid that
 comes back after another query is an error, the usual symptom of an unsorted or concatenated file). Malformed
-lines raise ``ValueError`` naming the file and the line number. ``.gz`` files are read transparently.
+lines, bytes that are not valid text in the file's ``encoding`` (UTF-8 by default) and a truncated ``.gz`` raise
+``ValueError`` naming the file and the line number; so does a file without a single document line. ``.gz`` files
+are read transparently.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from numpy.typing import NDArray
+
+from pairloss.data._text import read_lines
 
 __all__ = ["LetorData", "LetorQuery", "iter_letor", "load_letor"]
 
@@ -42,12 +44,6 @@ class LetorData:
     relevance: NDArray[np.float32]
     group: NDArray[np.int64]
     qids: list[str]
-
-
-def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
 
 
 def _parse_line(
@@ -93,12 +89,16 @@ def _parse_line(
     return relevance, qid, indices, values
 
 
-def iter_letor(path: str | Path, n_features: int | None = None, *, zero_based: bool = False) -> Iterator[LetorQuery]:
+def iter_letor(
+    path: str | Path, n_features: int | None = None, *, zero_based: bool = False, encoding: str = "utf-8"
+) -> Iterator[LetorQuery]:
     """Yield the queries of a LETOR file one at a time (memory: one query).
 
     Each query's ``features`` has ``n_features`` columns when given, else as many as its largest index.
     """
     path = Path(path)
+    if n_features is not None and (isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1):
+        raise ValueError(f"n_features must be a positive int or None, got {n_features!r}")
     seen: set[str] = set()
     current: str | None = None
     rows: list[tuple[list[int], list[float]]] = []
@@ -112,31 +112,33 @@ def iter_letor(path: str | Path, n_features: int | None = None, *, zero_based: b
             dense[k, idx] = val
         return LetorQuery(current, dense, np.asarray(labels, dtype=np.float32))
 
-    with _open(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            parsed = _parse_line(line, f"{path}:{lineno}", zero_based, n_features)
-            if parsed is None:
-                continue
-            relevance, qid, indices, values = parsed
-            if qid != current:
-                if qid in seen:
-                    raise ValueError(
-                        f"{path}:{lineno}: qid {qid} appears again after other queries; the lines of a query must "
-                        "be contiguous (sort the file by qid)"
-                    )
-                if current is not None:
-                    yield flush()
-                seen.add(qid)
-                current, rows, labels = qid, [], []
-            rows.append((indices, values))
-            labels.append(relevance)
-    if current is not None:
-        yield flush()
+    for lineno, line in read_lines(path, encoding):
+        parsed = _parse_line(line, f"{path}:{lineno}", zero_based, n_features)
+        if parsed is None:
+            continue
+        relevance, qid, indices, values = parsed
+        if qid != current:
+            if qid in seen:
+                raise ValueError(
+                    f"{path}:{lineno}: qid {qid} appears again after other queries; the lines of a query must "
+                    "be contiguous (sort the file by qid)"
+                )
+            if current is not None:
+                yield flush()
+            seen.add(qid)
+            current, rows, labels = qid, [], []
+        rows.append((indices, values))
+        labels.append(relevance)
+    if current is None:
+        raise ValueError(f"{path}: no document lines ('<relevance> qid:<id> <index>:<value> ...') in the file")
+    yield flush()
 
 
-def load_letor(path: str | Path, n_features: int | None = None, *, zero_based: bool = False) -> LetorData:
+def load_letor(
+    path: str | Path, n_features: int | None = None, *, zero_based: bool = False, encoding: str = "utf-8"
+) -> LetorData:
     """Read a whole LETOR file into flat arrays (see :func:`iter_letor`); widths are padded to the largest."""
-    queries = list(iter_letor(path, n_features, zero_based=zero_based))
+    queries = list(iter_letor(path, n_features, zero_based=zero_based, encoding=encoding))
     width = n_features if n_features is not None else max((q.features.shape[1] for q in queries), default=0)
     n = sum(len(q.relevance) for q in queries)
     features = np.zeros((n, width), dtype=np.float32)

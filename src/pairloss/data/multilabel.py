@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ElementTree
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 from sklearn.datasets import load_svmlight_file
+
+from pairloss.data._text import read_lines
 
 __all__ = [
     "LinearMultiLabelProblem",
@@ -56,8 +60,25 @@ class MultiLabelData:
 
 def mulan_label_names(xml_path: str | Path) -> list[str]:
     """The label names listed in a Mulan XML file (``<label name="..."/>`` elements, any namespace)."""
-    root = ElementTree.parse(xml_path).getroot()
-    return [el.attrib["name"] for el in root.iter() if el.tag.split("}")[-1] == "label"]
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except ElementTree.ParseError as error:
+        raise ValueError(f"{xml_path}: not a valid Mulan XML label file ({error})") from None
+    except OSError as error:
+        raise ValueError(f"{xml_path}: cannot read the Mulan XML label file ({error.strerror})") from None
+    labels = [el for el in root.iter() if el.tag.split("}")[-1] == "label"]
+    unnamed = [k for k, el in enumerate(labels) if not el.attrib.get("name")]
+    if unnamed:
+        raise ValueError(f"{xml_path}: <label> element number {unnamed[0] + 1} has no name attribute")
+    if not labels:
+        raise ValueError(f"{xml_path}: no <label name=...> element")
+    return [el.attrib["name"] for el in labels]
+
+
+@dataclass(frozen=True)
+class _Attribute:
+    name: str
+    nominal: list[str] | None  # the declared values of a nominal attribute, None for a numeric one
 
 
 def _unquote(token: str) -> str:
@@ -66,30 +87,81 @@ def _unquote(token: str) -> str:
     return token
 
 
-def _split_attribute(line: str) -> tuple[str, str]:
-    rest = line[len("@attribute") :].strip()
-    if rest[0] in "'\"":
-        end = rest.index(rest[0], 1)
+def _split_name(rest: str, where: str) -> tuple[str, str]:
+    """``name rest`` from the text after ``@attribute`` (a quoted name may contain spaces)."""
+    if rest[:1] in ("'", '"'):
+        end = rest.find(rest[0], 1)
+        if end < 0:
+            raise ValueError(f"{where}: unbalanced quote in the attribute name {rest!r}")
         return rest[1:end], rest[end + 1 :].strip()
-    name, _, kind = rest.partition(" ")
-    if not kind:
-        name, _, kind = rest.partition("\t")
+    name, _, kind = rest.replace("\t", " ").partition(" ")
     return name, kind.strip()
 
 
-def _parse_value(token: str, nominal: list[str] | None, attribute: str) -> float:
+def _parse_attribute(line: str, where: str) -> _Attribute:
+    name, kind = _split_name(line[len("@attribute") :].strip(), where)
+    if not name or not kind:
+        raise ValueError(f"{where}: expected '@attribute <name> <type>', got {line!r}")
+    if kind.startswith("{"):
+        if not kind.endswith("}"):
+            raise ValueError(f"{where}: the nominal values of {name!r} are not closed by '}}': {kind!r}")
+        return _Attribute(name, [_unquote(v.strip()) for v in kind[1:-1].split(",")])
+    if kind.split()[0].lower() in ("numeric", "real", "integer"):
+        return _Attribute(name, None)
+    raise ValueError(f"{where}: attribute {name!r} has type {kind!r}; only numeric and nominal attributes are read")
+
+
+def _parse_value(token: str, attribute: _Attribute, where: str) -> float:
     token = _unquote(token.strip())
     if token == "?":
-        raise ValueError(f"missing value '?' for attribute {attribute!r} is not supported")
-    if nominal is not None and token in nominal:
+        raise ValueError(f"{where}: missing value '?' for attribute {attribute.name!r} is not supported")
+    if attribute.nominal is not None:
+        if token not in attribute.nominal:
+            raise ValueError(
+                f"{where}: value {token!r} of nominal attribute {attribute.name!r} is not one of {attribute.nominal}"
+            )
         try:
             return float(token)
         except ValueError:
-            return float(nominal.index(token))
+            return float(attribute.nominal.index(token))
     try:
-        return float(token)
-    except ValueError as error:
-        raise ValueError(f"cannot read value {token!r} of attribute {attribute!r}") from error
+        value = float(token)
+    except ValueError:
+        raise ValueError(f"{where}: value {token!r} of numeric attribute {attribute.name!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: value {token!r} of attribute {attribute.name!r} is not finite")
+    return value
+
+
+def _parse_sparse_row(line: str, attributes: list[_Attribute], where: str) -> list[tuple[int, float]]:
+    if not line.endswith("}"):
+        raise ValueError(f"{where}: a sparse row must end with '}}'")
+    pairs: list[tuple[int, float]] = []
+    for entry in (e.strip() for e in line[1:-1].split(",")):
+        if not entry:
+            continue
+        index, _, text = entry.partition(" ")
+        try:
+            j = int(index)
+        except ValueError:
+            raise ValueError(
+                f"{where}: sparse entry {entry!r} must be '<index> <value>' with an integer index"
+            ) from None
+        if not 0 <= j < len(attributes):
+            raise ValueError(f"{where}: sparse index {j} out of range for {len(attributes)} attributes")
+        if any(j == seen for seen, _ in pairs):
+            raise ValueError(f"{where}: sparse index {j} appears twice")
+        if not text.strip():
+            raise ValueError(f"{where}: sparse entry {entry!r} has no value")
+        pairs.append((j, _parse_value(text, attributes[j], where)))
+    return pairs
+
+
+def _parse_dense_row(line: str, attributes: list[_Attribute], where: str) -> list[float]:
+    values = line.split(",")
+    if len(values) != len(attributes):
+        raise ValueError(f"{where}: a data row has {len(values)} values but there are {len(attributes)} attributes")
+    return [_parse_value(v, attribute, where) for v, attribute in zip(values, attributes, strict=True)]
 
 
 def load_arff(
@@ -98,73 +170,73 @@ def load_arff(
     n_labels: int | None = None,
     labels_first: bool = False,
     label_names: list[str] | None = None,
+    encoding: str = "utf-8",
 ) -> MultiLabelData:
     """Read a Mulan or MEKA multi-label ARFF file (dense rows or sparse ``{index value, ...}`` rows).
 
     Args:
-        path: the ``.arff`` file.
+        path: the ``.arff`` file (``.arff.gz`` is read transparently).
         n_labels: how many attributes are labels (when neither ``label_names`` nor MEKA's ``-C`` says).
         labels_first: with ``n_labels``, the labels are the first attributes (MEKA) instead of the last (Mulan).
         label_names: the label attributes by name (from Mulan's XML file).
+        encoding: the file's text encoding.
 
     Raises:
-        ValueError: on a malformed file, a missing value, a label value other than 0/1, or when the label
-            attributes cannot be determined.
+        ValueError: naming the file and line, on a malformed header or row, a missing value, a value outside a
+            nominal attribute's set, a label value other than 0/1, bytes that are not ``encoding`` text, a file
+            without ``@data`` or without rows; and when the label attributes cannot be determined.
     """
-    names: list[str] = []
-    nominals: list[list[str] | None] = []
+    path = Path(path)
+    attributes: list[_Attribute] = []
     relation = ""
-    dense_rows: list[tuple[int, list[float]]] = []
-    sparse_rows: list[tuple[int, list[tuple[int, float]]]] = []
-    n_rows = 0
+    rows: list[tuple[int, list[tuple[int, float]]]] = []  # (line, (attribute index, value) pairs)
     in_data = False
-    with open(path, encoding="utf-8") as handle:
-        for raw in handle:
-            line = raw.strip()
-            if not line or line.startswith("%"):
-                continue
-            lower = line.lower()
-            if not in_data:
-                if lower.startswith("@relation"):
-                    relation = _unquote(line[len("@relation") :].strip())
-                elif lower.startswith("@attribute"):
-                    name, kind = _split_attribute(line)
-                    names.append(name)
-                    nominals.append(
-                        [_unquote(v.strip()) for v in kind.strip()[1:-1].split(",")] if kind.startswith("{") else None
-                    )
-                elif lower.startswith("@data"):
-                    in_data = True
-                continue
+    for lineno, raw in read_lines(path, encoding):
+        line = raw.strip()
+        if not line or line.startswith("%"):
+            continue
+        where = f"{path}:{lineno}"
+        if in_data:
             if line.startswith("{"):
-                entries = [e.strip() for e in line.strip("{}").split(",") if e.strip()]
-                pairs = []
-                for entry in entries:
-                    index, _, text = entry.partition(" ")
-                    j = int(index)
-                    if not 0 <= j < len(names):
-                        raise ValueError(f"sparse index {j} out of range for {len(names)} attributes")
-                    pairs.append((j, _parse_value(text, nominals[j], names[j])))
-                sparse_rows.append((n_rows, pairs))
-                n_rows += 1
+                rows.append((lineno, _parse_sparse_row(line, attributes, where)))
             else:
-                values = line.split(",")
-                if len(values) != len(names):
-                    raise ValueError(f"a data row has {len(values)} values but there are {len(names)} attributes")
-                dense_rows.append((n_rows, [_parse_value(v, nominals[j], names[j]) for j, v in enumerate(values)]))
-                n_rows += 1
-    if not names:
-        raise ValueError(f"{path}: no @attribute found")
-    table = np.zeros((n_rows, len(names)), dtype=np.float64)
-    for i, dense in dense_rows:
-        table[i] = dense
-    for i, pairs in sparse_rows:
+                rows.append((lineno, list(enumerate(_parse_dense_row(line, attributes, where)))))
+            continue
+        keyword = line.split(maxsplit=1)[0].lower()
+        if keyword == "@relation":
+            relation = _unquote(line[len("@relation") :].strip())
+        elif keyword == "@attribute":
+            attributes.append(_parse_attribute(line, where))
+            if attributes[-1].name in [a.name for a in attributes[:-1]]:
+                raise ValueError(f"{where}: attribute {attributes[-1].name!r} is declared twice")
+        elif keyword == "@data":
+            if not attributes:
+                raise ValueError(f"{where}: @data before any @attribute")
+            in_data = True
+        else:
+            raise ValueError(f"{where}: expected @relation, @attribute or @data in the header, got {line[:40]!r}")
+    if not in_data:
+        raise ValueError(f"{path}: no @data section" + ("" if attributes else " and no @attribute"))
+    if not rows:
+        raise ValueError(f"{path}: no data rows after @data")
+    names = [a.name for a in attributes]
+    table = np.zeros((len(rows), len(names)), dtype=np.float64)
+    for i, (_, pairs) in enumerate(rows):
         for j, value in pairs:
             table[i, j] = value
-    label_columns = _label_columns(names, relation, n_labels, labels_first, label_names)
+    try:
+        label_columns = _label_columns(names, relation, n_labels, labels_first, label_names)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     labels = table[:, label_columns]
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError("label attributes must hold only 0 and 1")
+    bad = np.flatnonzero(~np.isin(labels, (0, 1)).all(1))
+    if bad.size:
+        row = int(bad[0])
+        column = label_columns[int(np.flatnonzero(~np.isin(labels[row], (0, 1)))[0])]
+        raise ValueError(
+            f"{path}:{rows[row][0]}: label attribute {names[column]!r} is {table[row, column]:g}; "
+            "labels must hold only 0 and 1"
+        )
     feature_columns = [j for j in range(len(names)) if j not in set(label_columns)]
     return MultiLabelData(
         features=table[:, feature_columns].astype(np.float32),
@@ -193,6 +265,58 @@ def _label_columns(
     return list(range(n_labels)) if labels_first else list(range(len(names) - n_labels, len(names)))
 
 
+def _svmlight_problem(line: str) -> tuple[str | None, int]:
+    """What is wrong with one multi-label svmlight line (None when nothing), and its largest feature index."""
+    body = line.split("#", 1)[0]
+    tokens = body.split()
+    if not tokens:
+        return None, -1
+    if body[:1].isspace():  # a line without labels starts with white space
+        features = tokens
+    else:
+        for label in tokens[0].split(","):
+            try:
+                float(label)
+            except ValueError:
+                return f"label {label!r} is not a number", -1
+        features = tokens[1:]
+    previous = -1
+    for token in features:
+        key, sep, value = token.partition(":")
+        if key == "qid":
+            continue
+        try:
+            index, _ = int(key), float(value)
+        except ValueError:
+            return f"malformed feature {token!r} (expected <index>:<value>)", previous
+        if not sep:
+            return f"malformed feature {token!r} (expected <index>:<value>)", previous
+        if index < 0:
+            return f"feature index {index} is negative", previous
+        if index <= previous:
+            return f"feature indices must be strictly increasing, {index} follows {previous}", previous
+        previous = index
+    return None, previous
+
+
+def _where_svmlight_fails(path: Path) -> str:
+    """``path:line`` of the first line scikit-learn's parser rejects, else of the largest feature index, else the
+    path (scikit-learn's messages name neither)."""
+    widest, widest_line = -1, 0
+    for lineno, line in read_lines(path, "latin-1"):  # bytes that are not UTF-8 are found as bad numbers
+        problem, largest = _svmlight_problem(line)
+        if problem is not None:
+            return f"{path}:{lineno}: {problem}"
+        if largest > widest:
+            widest, widest_line = largest, lineno
+    return f"{path}:{widest_line}" if widest_line else str(path)
+
+
+def _data_lines(path: Path) -> list[int]:
+    """The line number of each data row (lines with something before any ``#`` comment)."""
+    return [n for n, line in read_lines(path, "latin-1") if line.split("#", 1)[0].strip()]
+
+
 def load_svmlight_multilabel(
     path: str | Path, *, n_labels: int | None = None, n_features: int | None = None
 ) -> MultiLabelData:
@@ -200,19 +324,42 @@ def load_svmlight_multilabel(
 
     Label ids are integers; column ``j`` of ``labels`` is label id ``j`` when ``n_labels`` is given, otherwise the
     sorted distinct ids found in the file (``label_names``). A line may have no label. Features come back as a CSR
-    matrix (``zero_based="auto"`` as in scikit-learn).
+    matrix (``zero_based="auto"`` as in scikit-learn, whose parser reads the file). Malformed lines, label ids that
+    are not integers ``>= 0`` (or ``< n_labels``), non-finite values and a truncated ``.gz`` raise ``ValueError``
+    naming the file and the line; so does a file without data lines.
     """
-    features, targets = load_svmlight_file(str(path), multilabel=True, n_features=n_features)
-    ids = [[int(t) for t in row] for row in targets]
-    if any(float(t) != int(t) for row in targets for t in row):
-        raise ValueError("multi-label ids must be integers")
+    path = Path(path)
+    for name, value in (("n_labels", n_labels), ("n_features", n_features)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        features, targets = load_svmlight_file(str(path), multilabel=True, n_features=n_features)
+    except (ValueError, EOFError, OSError, zlib.error) as error:  # the parser's messages name no file or line
+        raise ValueError(f"{_where_svmlight_fails(path)} ({error})") from None
+    if features.shape[0] == 0:
+        raise ValueError(f"{path}: no data lines ('<labels> <index>:<value> ...') in the file")
+
+    def fail(row: int, problem: str) -> ValueError:
+        return ValueError(f"{path}:{_data_lines(path)[row]}: {problem}")
+
+    bad_value = np.flatnonzero(~np.isfinite(features.data))
+    if bad_value.size:
+        row = int(np.searchsorted(features.indptr, bad_value[0], side="right") - 1)
+        raise fail(row, f"feature value {features.data[bad_value[0]]} is not finite")
+    ids: list[list[int]] = []
+    for i, row_targets in enumerate(targets):
+        if any(float(t) != int(t) or t < 0 for t in row_targets):
+            raise fail(i, f"label ids must be integers >= 0, got {list(row_targets)}")
+        ids.append([int(t) for t in row_targets])
     classes = list(range(n_labels)) if n_labels is not None else sorted({t for row in ids for t in row})
     position = {label: j for j, label in enumerate(classes)}
     labels = np.zeros((len(ids), len(classes)), dtype=np.uint8)
-    for i, row in enumerate(ids):
-        for label in row:
+    for i, row_ids in enumerate(ids):
+        for label in row_ids:
             if label not in position:
-                raise ValueError(f"label id {label} outside [0, {n_labels})")
+                raise fail(i, f"label id {label} outside [0, {n_labels}) (n_labels={n_labels})")
             labels[i, position[label]] = 1
     return MultiLabelData(
         features=sparse.csr_matrix(features, dtype=np.float32),

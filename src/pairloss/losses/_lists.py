@@ -16,13 +16,14 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.utils.checkpoint import checkpoint
 
-from pairloss._validation import check_floating, check_tensor
+from pairloss._validation import check_floating, check_positive, check_tensor
 
 __all__ = [
     "PAD",
     "Lists",
     "chunked_list_sums",
     "dcg_discounts",
+    "exp_gains",
     "group_to_lists",
     "ideal_dcg",
     "pairwise_sum",
@@ -148,9 +149,22 @@ def dcg_discounts(length: int, like: Tensor) -> Tensor:
     return 1.0 / torch.log2(1.0 + ranks)
 
 
+def exp_gains(relevance: Tensor, valid: Tensor) -> Tensor:
+    """Exponential gains ``2^y − 1`` of each list, scaled by ``2^−m`` with ``m`` the list's largest relevance
+    (0 at padded slots): ``2^(y − m) − 2^(−m)``.
+
+    Every NDCG-based loss uses gains only in ratios to a DCG of the same list, where the scale cancels; without it
+    ``2^y`` overflows float32 from a relevance of 128 on (float64: 1024) and the loss is NaN.
+    """
+    zero = torch.zeros((), dtype=relevance.dtype, device=relevance.device)
+    top = torch.where(valid, relevance, zero).amax(dim=-1, keepdim=True).clamp_min(0)
+    return torch.where(valid, torch.exp2(relevance - top) - torch.exp2(-top), zero)
+
+
 def ideal_dcg(relevance: Tensor, valid: Tensor, k: int | None = None) -> Tensor:
-    """IDCG@k of each list with gain ``2^y − 1`` (0 at padded slots): ``Σ_{r ≤ k} (2^{y_(r)} − 1) / log2(1 + r)``."""
-    gains = torch.where(valid, torch.exp2(relevance) - 1.0, torch.zeros((), dtype=relevance.dtype))
+    """IDCG@k of each list with the gains of :func:`exp_gains` (``2^y − 1`` up to a per-list scale):
+    ``Σ_{r ≤ k} g_(r) / log2(1 + r)``."""
+    gains = exp_gains(relevance, valid)
     ideal, _ = torch.sort(gains, dim=-1, descending=True)
     disc = dcg_discounts(relevance.shape[-1], relevance)
     if k is not None:
@@ -174,7 +188,7 @@ def chunked_list_sums(
     memory is one chunk's, not the batch's.
     """
     n_lists, length = tensors[0].shape[0], max(tensors[0].shape[1], 1)
-    budget = max_memory if max_memory is not None else DEFAULT_LIST_MEMORY
+    budget = _budget(max_memory)
     per_list = pair_tensors * length * length * tensors[0].element_size()
     chunk = max(1, budget // per_list)
     if chunk >= n_lists:
@@ -190,8 +204,13 @@ def chunked_list_sums(
     return total
 
 
+def _budget(max_memory: int | None) -> int:
+    """The memory budget of a chunk of lists: ``max_memory`` bytes (checked > 0), 256 MiB when ``None``."""
+    return DEFAULT_LIST_MEMORY if max_memory is None else int(check_positive(max_memory, "max_memory"))
+
+
 def _list_chunk(n_lists: int, length: int, element_size: int, pair_tensors: int, max_memory: int | None) -> int:
-    budget = max_memory if max_memory is not None else DEFAULT_LIST_MEMORY
+    budget = _budget(max_memory)
     return max(1, min(n_lists, budget // (pair_tensors * max(length, 1) ** 2 * element_size)))
 
 

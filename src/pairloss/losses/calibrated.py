@@ -42,7 +42,9 @@ def _check_clicks(logits: Tensor, labels: Tensor, *, logit_dim: int = 1) -> Tens
     check_floating(logits, "logits", ndim=logit_dim)
     check_tensor(labels, "labels")
     if labels.shape != logits.shape[:1]:
-        raise ValueError(f"labels must have shape [{logits.shape[0]}], got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have one click per row of logits: shape [{logits.shape[0]}], got {tuple(labels.shape)}"
+        )
     labels = labels.to(device=logits.device, dtype=logits.dtype)
     if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError("labels must be binary clicks (0 or 1)")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pairloss._validation import check_embeddings, check_floating, check_labels, check_positive
+from pairloss._validation import check_class_shape, check_embeddings, check_floating, check_labels, check_positive
 from pairloss.losses.base import EmbeddingLoss
 
 __all__ = [
@@ -61,7 +61,7 @@ def _check_inputs(embeddings: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
     n_classes = weight.shape[0]
     if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
         raise ValueError(f"labels must lie in [0, {n_classes}), got [{int(labels.min())}, {int(labels.max())}]")
-    return labels
+    return labels.long()  # torch's cross-entropy and one_hot take int64 class ids only
 
 
 def classifier_features(embeddings: Tensor, *, normalize: bool = False, temperature: float = 1.0) -> Tensor:
@@ -102,9 +102,10 @@ def concavity_lambda(features: Tensor) -> Tensor:
 
     The Hessian of ``(1/n) Σ_i log Σ_k exp(θ_kᵀ z_i)`` is ``(1/n) Σ_i (diag p_i − p_i p_iᵀ) ⊗ z_i z_iᵀ`` and
     ``λ_max(diag p − p pᵀ) ≤ max_k 2 p_k (1 − p_k) ≤ 1/2`` (Gershgorin), so its largest eigenvalue is ``≤ λ₀``.
-    Returned detached: λ is a constant of the bound, not a function to differentiate.
+    Returned detached: λ is a constant of the bound, not a function to differentiate. When every feature is 0 the
+    bound holds for every λ > 0 and the PCE does not depend on λ; the smallest positive number is returned then.
     """
-    return features.detach().pow(2).sum(dim=1).mean() / 2
+    return (features.detach().pow(2).sum(dim=1).mean() / 2).clamp_min(torch.finfo(features.dtype).tiny)
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class CrossEntropyLoss(EmbeddingLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.normalize = normalize
         self.temperature = temperature
@@ -286,6 +288,7 @@ class PairwiseCrossEntropyLoss(EmbeddingLoss):
         temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         if lam is not None:
             check_positive(lam, "lam")
         self.num_classes = num_classes

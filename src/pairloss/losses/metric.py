@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pairloss import engine
 from pairloss._sparse_pairs import SparsePairWeights
-from pairloss._validation import check_choice
+from pairloss._validation import check_choice, check_int, check_positive, check_tensor
 from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, RowSums, row_block_sums
 from pairloss.losses.base import EmbeddingLoss, FunctionalEmbeddingLoss, check_pair_inputs, mean_of_active
 from pairloss.similarity import BaseSimilarity, CosineSimilarity, DotProductSimilarity, LpDistance
@@ -579,6 +579,7 @@ def circle_loss(
     without a negative are left out. Needs a similarity (``is_inverted``), like PML.
     """
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_positive(gamma, "gamma")
     distance = distance if distance is not None else CosineSimilarity()
     if not distance.is_inverted:
         raise ValueError(f"circle_loss needs a similarity (e.g. CosineSimilarity), got {distance!r}")
@@ -923,6 +924,7 @@ def ntxent_loss(
     that it stays exact where p underflows.
     """
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_positive(temperature, "temperature")
     distance = distance if distance is not None else CosineSimilarity()
 
     scale = 1 / temperature if distance.is_inverted else -1 / temperature
@@ -998,6 +1000,7 @@ def supcon_loss(
     out, and L = 0 when the batch has no positive or no negative pair.
     """
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_positive(temperature, "temperature")
     distance = distance if distance is not None else CosineSimilarity()
 
     scale = 1 / temperature if distance.is_inverted else -1 / temperature
@@ -1165,6 +1168,8 @@ class MarginLoss(EmbeddingLoss):
         self.nu = nu
         self.learn_beta = learn_beta
         self.triplets_per_anchor = triplets_per_anchor
+        if num_classes is not None:
+            check_int(num_classes, "num_classes", minimum=1)
         initial = torch.full((num_classes if num_classes else 1,), float(beta))
         if learn_beta:
             self.beta = nn.Parameter(initial)
@@ -1180,6 +1185,7 @@ class MarginLoss(EmbeddingLoss):
         ref_emb: Tensor | None = None,
         ref_labels: Tensor | None = None,
     ) -> Tensor:
+        check_tensor(embeddings, "embeddings")  # before β is cast to its dtype
         return margin_loss(
             embeddings,
             labels,

@@ -272,8 +272,9 @@ def multimarginal_sinkhorn(
         cost: the cost tensor ``[n_1, ..., n_k]``, ``k ≥ 2`` (see :func:`sum_of_pairwise_costs`).
         weights: ``k`` probability vectors (``None`` entries, or ``None`` altogether, mean uniform).
         epsilon: absolute regularisation; give this or ``relative_epsilon``.
-        relative_epsilon: ``ε = relative_epsilon × std(C)`` (OTT-JAX's default is ``0.05 × std``); the default
-            when neither is given.
+        relative_epsilon: ``ε = relative_epsilon × std(C)``, ``std(C)`` the population standard deviation of the
+            entries (OTT-JAX's ``std_cost_matrix``; its default is ``0.05 × std``); the default when neither is
+            given. A constant cost (std 0) uses ``ε = relative_epsilon``.
         tol: stop once the marginal error ``Σ_l ‖P_l − a_l‖₁ < tol``.
         max_iter: maximum number of sweeps over the ``k`` marginals.
         check_every: sweeps between two evaluations of the marginal error (one extra pass over the tensor).
@@ -298,7 +299,7 @@ def multimarginal_sinkhorn(
     with torch.no_grad():
         if epsilon is None:
             scale = 0.05 if relative_epsilon is None else check_positive(relative_epsilon, "relative_epsilon")
-            spread = float(cost.std()) if cost.numel() > 1 else 0.0
+            spread = float(cost.std(correction=0))  # the population std, as OTT-JAX's std_cost_matrix
             epsilon = scale * spread if spread > 0 else scale
         check_positive(epsilon, "epsilon")
         log_a = [w.log() for w in a]

@@ -133,7 +133,9 @@ def polygon_box_loss(vertices: Tensor, boxes: Tensor) -> Tensor:
     _check_polygons(vertices)
     _check_boxes(boxes)
     if boxes.shape[0] != vertices.shape[0]:
-        raise ValueError(f"{vertices.shape[0]} polygons but {boxes.shape[0]} boxes")
+        raise ValueError(
+            f"{vertices.shape[0]} polygons but {boxes.shape[0]} boxes: vertices and boxes need one per object"
+        )
     if vertices.shape[0] == 0:
         return vertices.sum() * 0.0
     return (1 - box_ciou(polygon_boxes(vertices), boxes.to(vertices.dtype))).mean()
@@ -229,8 +231,8 @@ def local_pairwise_loss(
     check_choice(variant, "variant", ("distance", "boxinst"))
     if affinity.shape[1] != len(offsets):
         raise ValueError(f"affinity has {affinity.shape[1]} neighbours, expected {len(offsets)} for this kernel")
-    if box_masks.shape != masks.shape or box_masks.dtype != torch.bool:
-        raise ValueError(f"box_masks must be a bool tensor of shape {tuple(masks.shape)}")
+    if not isinstance(box_masks, Tensor) or box_masks.shape != masks.shape or box_masks.dtype != torch.bool:
+        raise ValueError(f"box_masks must be a bool tensor (torch.Tensor) of shape {tuple(masks.shape)}")
     total = masks.new_zeros(())
     norm = masks.new_zeros(())
     for k, (dy, dx) in enumerate(offsets):
@@ -277,6 +279,7 @@ class LocalPairwiseLoss(PairLoss):
         self.variant, self.threshold = variant, threshold
 
     def forward(self, masks: Tensor, images_lab: Tensor, box_masks: Tensor) -> Tensor:
+        _check_masks(masks, images_lab, "images_lab")
         affinity = color_affinity(images_lab, sigma=self.sigma, dilation=self.dilation, kernel_size=self.kernel_size)
         return local_pairwise_loss(
             masks,
@@ -386,7 +389,7 @@ def box_crops(
     stacked = torch.cat([lab, normalized, torch.ones_like(image[:1])]).unsqueeze(0)
     # one image, the N sampling grids stacked along the rows: no per-box copy of the image
     crops = F.grid_sample(stacked, grid.reshape(1, n * side, side, 2), align_corners=False)
-    crops = crops.view(-1, n, side, side).transpose(0, 1)
+    crops = crops.view(stacked.shape[1], n, side, side).transpose(0, 1)  # also for n = 0 (an image without boxes)
     valid = (crops[:, 6] > 0.5).to(image.dtype)
     affinity = color_affinity(crops[:, :3], sigma=sigma, dilation=dilation)
     for k, (dy, dx) in enumerate(_neighbour_offsets(3, dilation)):
@@ -417,7 +420,7 @@ def boxsnake_loss_terms(
         check_choice(term, "term", ("unary", "local", "global"))
     n, side = crops.box_masks.shape[0], crops.box_masks.shape[-1]
     if vertices.shape[0] != n:
-        raise ValueError(f"{vertices.shape[0]} polygons but {n} crops")
+        raise ValueError(f"{vertices.shape[0]} polygons but {n} crops: vertices and crops need one per object")
     out = {}
     if "unary" in terms:
         out["unary"] = polygon_box_loss(vertices, boxes)

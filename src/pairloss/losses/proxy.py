@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pairloss._validation import check_embeddings, check_floating, check_labels
+from pairloss._validation import check_class_shape, check_embeddings, check_floating, check_labels, check_positive
 from pairloss.losses.base import EmbeddingLoss
 from pairloss.similarity import BaseSimilarity, CosineSimilarity, DotProductSimilarity, LpDistance
 
@@ -105,6 +105,7 @@ class ProxyAnchorLoss(EmbeddingLoss):
         distance: BaseSimilarity | None = None,
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.margin = margin
         self.alpha = alpha
@@ -137,6 +138,7 @@ def proxy_nca_loss(
     log-softmax directly, so such a sample keeps its finite loss.
     """
     labels = _check_proxy_inputs(embeddings, labels, proxies, 0, "proxies")
+    check_positive(softmax_scale, "softmax_scale")
     distance = distance if distance is not None else LpDistance(power=2)
     scores = distance(embeddings, proxies.to(embeddings.dtype))
     if not distance.is_inverted:
@@ -162,6 +164,7 @@ class ProxyNCALoss(EmbeddingLoss):
         distance: BaseSimilarity | None = None,
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.softmax_scale = softmax_scale
         self.distance = distance if distance is not None else LpDistance(power=2)
@@ -190,6 +193,7 @@ def normalized_softmax_loss(
         L = mean_i −log( exp(x_i·w_{y_i} / τ) / Σ_c exp(x_i·w_c / τ) )
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
+    check_positive(temperature, "temperature")
     distance = distance if distance is not None else DotProductSimilarity(normalize_embeddings=True)
     classes = F.normalize(weight.to(embeddings.dtype), p=2, dim=0).T
     logits = distance(embeddings, classes) / temperature
@@ -216,6 +220,7 @@ class NormalizedSoftmaxLoss(EmbeddingLoss):
         distance: BaseSimilarity | None = None,
     ) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.temperature = temperature
         self.distance = distance if distance is not None else DotProductSimilarity(normalize_embeddings=True)
@@ -248,6 +253,7 @@ def arcface_loss(
         ψ(θ) = cos(θ + m) if θ ≤ π − m else cos θ − m sin m
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
+    check_positive(scale, "scale")
     m = math.radians(margin)
     cosine = _cosines(embeddings, weight)
     column = labels[:, None]
@@ -271,6 +277,7 @@ def cosface_loss(
         L = mean_i −log( e^{s (cos θ_iy − m)} / (e^{s (cos θ_iy − m)} + Σ_{c≠y} e^{s cos θ_ic}) )
     """
     labels = _check_proxy_inputs(embeddings, labels, weight, 1, "W")
+    check_positive(scale, "scale")
     cosine = _cosines(embeddings, weight)
     target = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
     return F.cross_entropy(scale * (cosine - margin * target), labels)
@@ -281,6 +288,7 @@ class _MarginSoftmaxLoss(EmbeddingLoss):
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float, scale: float) -> None:
         super().__init__()
+        check_class_shape(num_classes, embedding_size)
         self.num_classes = num_classes
         self.margin = margin
         self.scale = scale

@@ -49,6 +49,7 @@ from pairloss.losses._lists import (
     PairLink,
     chunked_list_sums,
     dcg_discounts,
+    exp_gains,
     ideal_dcg,
     pairwise_sum,
     prepare_lists,
@@ -240,11 +241,10 @@ def lambda_loss(
 
     def select(s: Tensor, part: slice) -> tuple[Tensor, Tensor | float]:
         y, valid, informative = lists.relevance[part], lists.valid[part], lists.informative[part]
-        zero = torch.zeros((), dtype=s.dtype, device=s.device)
         rank = _ranks(s, valid)
         inv_d = 1.0 / torch.log2(2.0 + rank.to(s.dtype))
         idcg = ideal_dcg(y, valid, k).clamp_min(torch.finfo(s.dtype).tiny)
-        gain = torch.where(valid, torch.exp2(y) - 1.0, zero) / idcg[:, None]
+        gain = exp_gains(y, valid) / idcg[:, None]
         eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
         if weighing_scheme == "ndcg_loss1":
             pairs = valid[:, :, None] & valid[:, None, :] & ~eye & informative[:, None, None]
@@ -424,7 +424,7 @@ def approx_ndcg_loss(
         soft = torch.where(others, torch.sigmoid(-alpha * (s[:, :, None] - s[:, None, :])), zero)
         approx_rank = 1.0 + soft.sum(-1)
         idcg = ideal_dcg(y, valid).clamp_min(torch.finfo(s.dtype).tiny)
-        gain = torch.where(valid, torch.exp2(y) - 1.0, zero)
+        gain = exp_gains(y, valid)
         ndcg = (gain / torch.log2(1.0 + approx_rank)).sum(-1) / idcg
         per_list = torch.where(informative, 1.0 - ndcg, zero)
         return torch.stack([per_list.sum(), informative.sum().to(s.dtype)])
@@ -479,7 +479,7 @@ def neural_ndcg_loss(
             log_p = torch.where(mask, log_p - torch.logsumexp(log_p, dim=-2, keepdim=True), neg)
             log_p = torch.where(mask, log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), neg)
         p_hat = torch.where(mask, log_p.exp(), zero)
-        gain = torch.where(valid, torch.exp2(y) - 1.0, zero)
+        gain = exp_gains(y, valid)
         disc = dcg_discounts(length, s)
         if k is not None:
             disc = torch.where(torch.arange(length, device=s.device) < k, disc, zero)

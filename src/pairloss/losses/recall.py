@@ -10,6 +10,7 @@ the backward pass recomputes each chunk (:class:`_SigmoidRankSums`), so memory s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ __all__ = [
     "simix",
     "smooth_ap_loss",
 ]
+
+#: RS@k within this of its maximum, 1, has (numerically) no gradient left: a warning says so.
+_SATURATED = 1e-6
 
 #: How many ``[chunk, N]`` temporaries one chunk of (query, positive) pairs holds at once.
 _CHUNK_COPIES = 3
@@ -197,6 +201,7 @@ def _mean_over_queries(
     memory_budget: int,
 ) -> Tensor:
     """Run ``row`` (returning ``[Σ per-query loss, #queries with a positive]``) on the engine; the mean loss."""
+    check_positive(memory_budget, "memory_budget")
     sums = row_block_sums(
         row,
         query,
@@ -283,7 +288,17 @@ def recall_at_k_surrogate_loss(
         per_query = (1 - numerator / denominator).mean(1)
         return torch.stack([torch.where(has, per_query, 0).sum(), has.sum().to(sim.dtype)])
 
-    return _mean_over_queries(row, query, query_labels, reference, ref_labels, block_size, memory_budget)
+    loss = _mean_over_queries(row, query, query_labels, reference, ref_labels, block_size, memory_budget)
+    if bool(loss.detach() >= 1 - _SATURATED):
+        warnings.warn(
+            f"RS@k is saturated (loss {float(loss.detach()):.6f}): every positive's smooth rank is so far above "
+            f"max(k) = {max(ks)} that σ((k − rank)/tau1) vanishes, and so does the gradient. Typical of an untrained "
+            "network whose similarities are all alike, worse with larger batches (the rank grows with the "
+            "batch); start from a network trained with another loss, or raise tau1 or tau2.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return loss
 
 
 def smooth_ap_loss(

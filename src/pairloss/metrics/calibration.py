@@ -8,12 +8,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pairloss._validation import check_int, undefined
+
 __all__ = ["ReliabilityCurve", "ece", "log_loss", "pcoc", "reliability_curve", "reliability_diagram"]
 
 
+def _floats(values: ArrayLike, name: str) -> NDArray[np.float64]:
+    if hasattr(values, "detach"):  # a torch tensor, possibly on an accelerator or requiring grad
+        values = values.detach().cpu()  # type: ignore[union-attr]
+    try:
+        return np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be numbers, got {type(values).__name__} ({error})") from None
+
+
 def _probs_labels(probs: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    p = np.asarray(probs, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=np.float64).ravel()
+    p = _floats(probs, "probs")
+    y = _floats(labels, "labels")
     if p.shape != y.shape:
         raise ValueError(f"probs and labels must have the same length, got {p.size} and {y.size}")
     if p.size == 0:
@@ -27,16 +38,19 @@ def _probs_labels(probs: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float
 
 def log_loss(probs: ArrayLike, labels: ArrayLike, eps: float = 1e-7) -> float:
     """Binary cross-entropy ``−mean(y log p + (1 − y) log(1 − p))`` with ``p`` clipped to ``[eps, 1 − eps]``."""
+    if not 0.0 < eps < 0.5:
+        raise ValueError(f"eps must lie in (0, 0.5), got {eps}")
     p, y = _probs_labels(probs, labels)
     p = np.clip(p, eps, 1.0 - eps)
     return float(-(y * np.log(p) + (1.0 - y) * np.log1p(-p)).mean())
 
 
 def pcoc(probs: ArrayLike, labels: ArrayLike) -> float:
-    """Predicted click over click, ``Σ p / Σ y`` (1 is calibrated on average; NaN when there is no click)."""
+    """Predicted click over click, ``Σ p / Σ y`` (1 is calibrated on average; NaN with a ``RuntimeWarning`` when there
+    is no click)."""
     p, y = _probs_labels(probs, labels)
     clicks = y.sum()
-    return float(p.sum() / clicks) if clicks > 0 else float("nan")
+    return float(p.sum() / clicks) if clicks > 0 else undefined("PCOC", "there is no click")
 
 
 @dataclass(frozen=True)
@@ -51,8 +65,7 @@ class ReliabilityCurve:
 
 def reliability_curve(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> ReliabilityCurve:
     """Equal-width bins ``[k/M, (k+1)/M)`` (the last one closed): mean prediction and click rate in each bin."""
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    check_int(n_bins, "n_bins", minimum=1)
     p, y = _probs_labels(probs, labels)
     bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
     count = np.bincount(bins, minlength=n_bins)

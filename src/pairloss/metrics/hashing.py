@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from pairloss._optional import require
+from pairloss._validation import check_int
 
 __all__ = [
     "HammingRanking",
@@ -47,11 +48,19 @@ def _as_numpy(x: ArrayLike) -> NDArray[np.generic]:
 
 def pack_codes(codes: ArrayLike) -> NDArray[np.uint8]:
     """Bits ``u ≥ 0`` of ``[n, K]`` real codes, packed into ``[n, ceil(K/8)]`` bytes (faiss's binary layout)."""
+    return _pack(codes, "codes")
+
+
+def _pack(codes: ArrayLike, name: str) -> NDArray[np.uint8]:
     u = _as_numpy(codes)
     if u.ndim != 2 or u.shape[1] == 0:
-        raise ValueError(f"codes must be 2-D [n, K] with K >= 1, got shape {u.shape}")
+        raise ValueError(f"{name} must be 2-D [n, K] with K >= 1, got shape {u.shape}")
+    if u.shape[0] == 0:
+        raise ValueError(f"{name} is empty: needs at least one code")
+    if not (np.issubdtype(u.dtype, np.number) or u.dtype == np.bool_):
+        raise ValueError(f"{name} must hold numbers, got dtype {u.dtype}")
     if np.issubdtype(u.dtype, np.floating) and not np.isfinite(u).all():
-        raise ValueError("codes contain NaN or infinite values")
+        raise ValueError(f"{name} contain NaN or infinite values")
     return np.packbits(np.asarray(u, dtype=np.float64) >= 0, axis=1)
 
 
@@ -60,6 +69,15 @@ def _relevance(query_labels: ArrayLike, db_labels: ArrayLike) -> NDArray[np.bool
     d = _as_numpy(db_labels)
     if q.ndim != d.ndim or q.ndim not in (1, 2):
         raise ValueError("query and database labels must both be 1-D class ids or both 2-D multi-hot")
+    for name, labels in (("query_labels", q), ("db_labels", d)):
+        if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+            values = np.asarray(labels, dtype=np.float64) if np.issubdtype(labels.dtype, np.floating) else None
+            if values is None or not np.isfinite(values).all():
+                raise ValueError(f"{name} must be integer class ids or 0/1 multi-hot, got dtype {labels.dtype}")
+            if (values != np.round(values)).any():
+                raise ValueError(f"{name} must be integer class ids or 0/1 multi-hot, got fractional values")
+        if labels.ndim == 2 and not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"multi-hot {name} must contain only 0 and 1")
     if q.ndim == 1:
         return np.asarray(q[:, None] == d[None, :])
     return np.asarray(q.astype(np.float64) @ d.astype(np.float64).T > 0)
@@ -82,15 +100,16 @@ def hamming_ranking(
 
     ``relevant[q, k]`` says whether the ``k``-th ranked item shares a label with query ``q``.
     """
-    q_packed, d_packed = pack_codes(query_codes), pack_codes(db_codes)
+    q_packed, d_packed = _pack(query_codes, "query_codes"), _pack(db_codes, "db_codes")
     n_bits = _as_numpy(query_codes).shape[1]
     if _as_numpy(db_codes).shape[1] != n_bits:
         raise ValueError("query and database codes must have the same number of bits")
     n_q, n_db = q_packed.shape[0], d_packed.shape[0]
     if n_db == 0:
         raise ValueError("the database is empty")
-    if len(_as_numpy(query_labels)) != n_q or len(_as_numpy(db_labels)) != n_db:
-        raise ValueError("each code needs a label")
+    for name, labels, n in (("query_labels", query_labels, n_q), ("db_labels", db_labels, n_db)):
+        if len(_as_numpy(labels)) != n:
+            raise ValueError(f"{name} has {len(_as_numpy(labels))} entries for {n} codes: each code needs a label")
     faiss = require("faiss", "retrieval")
     index = faiss.IndexBinaryFlat(8 * d_packed.shape[1])
     index.add(d_packed)
@@ -111,9 +130,9 @@ def hamming_map(ranking: HammingRanking, top_k: int | None = None) -> float:
     ``AP_q = 1/R_q Σ_{k ≤ top_k} P_q@k · rel_qk`` with ``R_q`` the relevant items in the top ``top_k``; 0 when
     ``R_q = 0`` (the query stays in the mean).
     """
+    if top_k is not None:
+        check_int(top_k, "top_k", minimum=1)
     rel = ranking.relevant if top_k is None else ranking.relevant[:, :top_k]
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
     hits = np.cumsum(rel, axis=1)
     precision_at_k = hits / np.arange(1, rel.shape[1] + 1)
     found = rel.sum(1)
@@ -123,6 +142,7 @@ def hamming_map(ranking: HammingRanking, top_k: int | None = None) -> float:
 
 def precision_within_radius(ranking: HammingRanking, radius: int = 2) -> float:
     """Mean precision of the items within Hamming distance ``radius``; 0 for a query whose ball is empty."""
+    check_int(radius, "radius", minimum=0)
     inside = ranking.distances <= radius
     retrieved = inside.sum(1)
     precision = np.where(retrieved > 0, (inside & ranking.relevant).sum(1) / np.maximum(retrieved, 1), 0.0)

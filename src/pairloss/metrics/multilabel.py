@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from pairloss._optional import require
-from pairloss._validation import check_choice
+from pairloss._validation import check_choice, undefined
 
 __all__ = [
     "coverage",
@@ -41,6 +41,10 @@ def _as_numpy(x: ArrayLike, name: str) -> NDArray[np.generic]:
     array = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D [n, c], got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}): needs at least one row and one label")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
     return array
 
 
@@ -85,8 +89,10 @@ def ranking_loss(scores: ArrayLike, labels: ArrayLike, *, convention: str = "skl
         errors[start : start + _ROW_CHUNK] = wrong.sum((1, 2))
     per_row = np.where(valid, errors / np.maximum(n_pos * n_neg, 1), 0.0)
     if convention == "sklearn":
-        return float(per_row.mean()) if per_row.size else float("nan")
-    return float(per_row[valid].mean()) if valid.any() else float("nan")
+        return float(per_row.mean())
+    if not valid.any():
+        return undefined("ranking loss", "no row has both a relevant and an irrelevant label")
+    return float(per_row[valid].mean())
 
 
 def coverage(scores: ArrayLike, labels: ArrayLike) -> float:
@@ -99,7 +105,7 @@ def coverage(scores: ArrayLike, labels: ArrayLike) -> float:
     f, y = _check(scores, labels)
     has_pos = y.any(1)
     if not has_pos.any():
-        return float("nan")
+        return undefined("coverage", "no row has a relevant label")
     rank = _rank_counts(f[has_pos])
     return float((np.where(y[has_pos], rank, 0).max(1) - 1).mean())
 
@@ -110,7 +116,7 @@ def one_error(scores: ArrayLike, labels: ArrayLike) -> float:
     f, y = _check(scores, labels)
     has_pos = y.any(1)
     if not has_pos.any():
-        return float("nan")
+        return undefined("one-error", "no row has a relevant label")
     f, y = f[has_pos], y[has_pos]
     top = f == f.max(1, keepdims=True)
     return float((top & ~y).any(1).mean())
@@ -128,7 +134,7 @@ def label_ranking_average_precision(scores: ArrayLike, labels: ArrayLike) -> flo
     f, y = _check(scores, labels)
     has_pos = y.any(1)
     if not has_pos.any():
-        return float("nan")
+        return undefined("label-ranking average precision", "no row has a relevant label")
     f, y = f[has_pos], y[has_pos]
     rank = _rank_counts(f)
     rank_among_pos = np.empty_like(rank)
@@ -169,6 +175,8 @@ def macro_f1(predictions: ArrayLike, labels: ArrayLike) -> float:
 
 def multilabel_report(scores: ArrayLike, labels: ArrayLike, *, threshold: float = 0.0) -> dict[str, float]:
     """Every measure of this module; the classification ones on ``scores > threshold``."""
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
     f, y = _check(scores, labels)
     predictions = f > threshold
     return {

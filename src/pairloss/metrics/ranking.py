@@ -19,7 +19,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from pairloss._optional import require
-from pairloss._validation import check_choice
+from pairloss._validation import check_choice, check_int, undefined
 from pairloss.losses._lists import PAD, group_to_lists
 
 __all__ = ["auc", "gauc", "mean_average_precision", "mrr", "ndcg_at_k"]
@@ -31,8 +31,8 @@ def _as_lists(
     scores: ArrayLike, relevance: ArrayLike, group_ids: ArrayLike | None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Padded float64 ``(scores, relevance)`` with ``-1`` padding, items sorted by decreasing score in each list."""
-    s = torch.as_tensor(np.asarray(scores, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(relevance, dtype=np.float64))
+    s = torch.as_tensor(_float_array(scores, "scores"))
+    y = torch.as_tensor(_float_array(relevance, "relevance"))
     if s.shape != y.shape:
         raise ValueError(f"scores and relevance must have the same shape, got {tuple(s.shape)} and {tuple(y.shape)}")
     if group_ids is not None:
@@ -44,6 +44,8 @@ def _as_lists(
         s, y, _ = group_to_lists(s, y, g)
     elif s.ndim != 2:
         raise ValueError(f"scores must be [B, L] lists (or flat with group_ids), got shape {tuple(s.shape)}")
+    if s.numel() == 0:
+        raise ValueError(f"scores is empty (shape {tuple(s.shape)}): a ranking metric needs at least one item")
     if not bool(torch.isfinite(s[y != PAD]).all()) or not bool(torch.isfinite(y).all()):
         raise ValueError("scores and relevance must be finite")
     if bool(((y < 0) & (y != PAD)).any()):
@@ -53,13 +55,32 @@ def _as_lists(
     return torch.gather(s, -1, order).numpy(), torch.gather(y, -1, order).numpy()
 
 
-def _reduce(values: NDArray[np.float64], empty_mask: Any, empty: str) -> float:
+def _float_array(values: ArrayLike, name: str) -> NDArray[np.float64]:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be numbers, got {type(values).__name__} ({error})") from None
+
+
+def _gains(relevance: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Exponential gains ``2^y − 1`` of each list scaled by ``2^−max(y)`` (0 at padded slots).
+
+    NDCG is a ratio of two sums of gains of one list, so the scale cancels; it keeps ``2^y`` from overflowing
+    for any relevance.
+    """
+    top = np.maximum(relevance.max(axis=-1, keepdims=True, initial=0.0), 0.0)
+    return np.where(relevance == PAD, 0.0, np.exp2(relevance - top) - np.exp2(-top))
+
+
+def _reduce(values: NDArray[np.float64], empty_mask: Any, empty: str, metric: str) -> float:
     check_choice(empty, "empty", _EMPTY)
     if empty == "skip":
         kept = values[~empty_mask]
-        return float(kept.mean()) if kept.size else float("nan")
+        return float(kept.mean()) if kept.size else undefined(metric, "no list has a relevant item and empty='skip'")
     filled = np.where(empty_mask, 1.0 if empty == "one" else 0.0, values)
-    return float(filled.mean()) if filled.size else float("nan")
+    return float(filled.mean())
 
 
 def ndcg_at_k(
@@ -77,17 +98,17 @@ def ndcg_at_k(
     ``y_(r)`` is the relevance of the item ranked ``r`` by score and IDCG@k the DCG@k of the ideal order. Lists
     with IDCG@k = 0 count as ``empty`` says (``"one"``, ``"zero"`` or ``"skip"``).
     """
-    if k is not None and k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if k is not None:
+        check_int(k, "k", minimum=1)
     _, y = _as_lists(scores, relevance, group_ids)
     length = y.shape[1]
     cut = length if k is None else min(k, length)
     disc = 1.0 / np.log2(np.arange(2, cut + 2))
-    gains = np.where(y == PAD, 0.0, np.exp2(y) - 1.0)
+    gains = _gains(y)
     dcg = (gains[:, :cut] * disc).sum(1)
     idcg = (-np.sort(-gains, axis=1)[:, :cut] * disc).sum(1)
     empty_mask = idcg <= 0
-    return _reduce(dcg / np.where(empty_mask, 1.0, idcg), empty_mask, empty)
+    return _reduce(dcg / np.where(empty_mask, 1.0, idcg), empty_mask, empty, "NDCG")
 
 
 def mrr(scores: ArrayLike, relevance: ArrayLike, group_ids: ArrayLike | None = None, *, empty: str = "skip") -> float:
@@ -98,7 +119,7 @@ def mrr(scores: ArrayLike, relevance: ArrayLike, group_ids: ArrayLike | None = N
     relevant = y > 0
     has = relevant.any(1)
     first = np.argmax(relevant, axis=1) + 1
-    return _reduce(np.where(has, 1.0 / first, 0.0), ~has, empty)
+    return _reduce(np.where(has, 1.0 / first, 0.0), ~has, empty, "MRR")
 
 
 def mean_average_precision(
@@ -115,11 +136,13 @@ def mean_average_precision(
     n_rel = relevant.sum(1)
     precision = np.cumsum(relevant, axis=1) / np.arange(1, y.shape[1] + 1)
     ap = (precision * relevant).sum(1) / np.maximum(n_rel, 1.0)
-    return _reduce(ap, n_rel == 0, empty)
+    return _reduce(ap, n_rel == 0, empty, "MAP")
 
 
 def _binary(labels: ArrayLike, name: str = "labels") -> NDArray[np.float64]:
-    y = np.asarray(labels, dtype=np.float64).ravel()
+    y = _float_array(labels, name).ravel()
+    if y.size == 0:
+        raise ValueError(f"{name} is empty: the metric needs at least one positive and one negative")
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(f"{name} must be binary 0/1")
     return y
@@ -128,7 +151,7 @@ def _binary(labels: ArrayLike, name: str = "labels") -> NDArray[np.float64]:
 def auc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve (Hanley, McNeil 1982): P(score of a random positive > a random negative), ties ½."""
     y = _binary(labels)
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    s = _float_array(scores, "scores").ravel()
     if s.shape != y.shape or not np.isfinite(s).all():
         raise ValueError("scores must be finite and match labels in length")
     if y.min(initial=1.0) == y.max(initial=0.0):
@@ -145,8 +168,8 @@ def gauc(scores: ArrayLike, labels: ArrayLike, group_ids: ArrayLike) -> float:
     Mann-Whitney statistic with ties counted ½, computed for all groups at once from tie-averaged ranks.
     """
     y = _binary(labels)
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(group_ids).ravel()
+    s = _float_array(scores, "scores").ravel()
+    g = np.asarray(group_ids.detach().cpu() if isinstance(group_ids, torch.Tensor) else group_ids).ravel()
     if s.shape != y.shape or g.shape != y.shape or not np.isfinite(s).all():
         raise ValueError("scores, labels and group_ids must be finite 1-D arrays of the same length")
     _, group = np.unique(g, return_inverse=True)

@@ -20,6 +20,7 @@ that memory stays ``O(chunk · max(k, max_q R_q))`` however many queries there a
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._optional import require
-from pairloss._validation import check_choice, check_embeddings, check_labels
+from pairloss._validation import check_choice, check_embeddings, check_labels, undefined
 
 if TYPE_CHECKING:
     import faiss
@@ -86,8 +87,8 @@ def retrieval(
 
     Returns:
         ``{"recall@k": ..., "precision@k": ..., "r_precision": ..., "map@r": ...}`` (one
-        ``recall@``/``precision@`` entry per ``k``), each a float; NaN when no query has a same-label
-        reference (as in PML).
+        ``recall@``/``precision@`` entry per ``k``), each a float; NaN, with a ``RuntimeWarning``, when no
+        query has a same-label reference (as in PML).
     """
     per_query = retrieval_per_query(
         query,
@@ -101,6 +102,8 @@ def retrieval(
     )
     counted = ~torch.isnan(per_query["map@r"])
     labels = query_labels.to(counted.device)[counted]
+    if not bool(counted.any()):
+        undefined("every retrieval metric", "no query has a reference with its label")
     results: dict[str, float] = {}
     for name, values in per_query.items():
         values = values[counted]
@@ -187,10 +190,15 @@ def retrieval_per_query(
 
 
 def _check_ks(k: int | Sequence[int]) -> list[int]:
-    ks = [k] if isinstance(k, int) else list(k)
-    if not ks or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in ks):
+    if isinstance(k, numbers.Integral):
+        ks: list[object] = [k]
+    elif isinstance(k, Sequence) and not isinstance(k, str):
+        ks = list(k)
+    else:
+        ks = []
+    if not ks or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 1 for n in ks):
         raise ValueError(f"k must be a positive int or a non-empty sequence of them, got {k!r}")
-    return sorted(set(ks))
+    return sorted({int(n) for n in ks if isinstance(n, numbers.Integral)})
 
 
 def _check_class_ids(labels: Tensor, n: int, name: str) -> Tensor:

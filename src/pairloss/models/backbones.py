@@ -5,8 +5,8 @@ building the architecture and loading pretrained weights. This module never down
 local file (``weights=``: a ``state_dict`` saved with ``torch.save``, a checkpoint dict holding one under
 ``"state_dict"``/``"model"``/``"module"``, or a ``.safetensors`` file) or from the library's own local cache
 (timm/open_clip with ``pretrained`` set and the files already present in their cache). timm and open_clip are
-optional imports: ``"timm:<name>"`` and ``"open_clip:<name>"`` need them installed; ``"small_cnn"`` needs
-nothing.
+optional imports: ``"timm:<name>"`` and ``"open_clip:<name>"`` need them installed; ``"small_cnn"`` and
+``"glyph_cnn"`` (:class:`~pairloss.models.cnn.GlyphCNN`, for 16×16 images) need nothing.
 
 Every backbone returned is wrapped by :class:`EmbeddingHead`: features → linear → ``embedding_size``.
 """
@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from pairloss.models.cnn import GlyphCNN
 
 __all__ = ["EmbeddingHead", "SmallCNN", "build_backbone", "load_weights"]
 
@@ -78,17 +80,35 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     """Load a local weights file into ``model`` (on the model's device) and return it.
 
     The ``module.`` prefix that ``DataParallel`` adds is removed. ``strict`` raises ``ValueError`` listing
-    missing and unexpected keys.
+    missing and unexpected keys. A file that is not a readable ``torch.save`` / safetensors file (truncated, text,
+    another format) and tensors whose shapes differ from the model's raise ``ValueError`` naming the path.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        safetensors = importlib.import_module("safetensors.torch")
-        state: Mapping[str, Tensor] = safetensors.load_file(str(path))
-    else:
-        state = _state_dict_from(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        if path.suffix == ".safetensors":
+            safetensors = importlib.import_module("safetensors.torch")
+            state: Mapping[str, Tensor] = safetensors.load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise
+    except Exception as error:  # torch and safetensors raise many kinds (RuntimeError, UnpicklingError, EOFError, ...)
+        raise ValueError(f"{path} is not a readable weights file ({type(error).__name__}: {error})") from None
+    try:
+        state = _state_dict_from(state)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     renamed = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    expected = model.state_dict()
+    mismatched = [
+        f"{name} {tuple(value.shape)} (model {tuple(expected[name].shape)})"
+        for name, value in renamed.items()
+        if name in expected and value.shape != expected[name].shape
+    ]
+    if mismatched:
+        raise ValueError(f"weights in {path} have other shapes than the model: {mismatched[:5]}")
     result = model.load_state_dict(renamed, strict=False)
     if strict and (result.missing_keys or result.unexpected_keys):
         raise ValueError(
@@ -110,6 +130,9 @@ def _build_features(name: str, in_channels: int, cache_pretrained: bool) -> tupl
     if name == "small_cnn":
         cnn = SmallCNN(in_channels)
         return cnn, cnn.num_features
+    if name == "glyph_cnn":
+        glyph_cnn = GlyphCNN(in_channels)
+        return glyph_cnn, glyph_cnn.num_features
     if library == "timm" and arch:
         timm = _optional("timm")
         model = timm.create_model(arch, pretrained=cache_pretrained, num_classes=0, in_chans=in_channels)
@@ -120,7 +143,9 @@ def _build_features(name: str, in_channels: int, cache_pretrained: bool) -> tupl
         clip = open_clip.create_model(model_name, pretrained=(tag or None) if cache_pretrained else None)
         visual = clip.visual
         return visual, int(visual.output_dim)
-    raise ValueError(f"unknown backbone {name!r}: use 'small_cnn', 'timm:<arch>' or 'open_clip:<arch>[@<tag>]'")
+    raise ValueError(
+        f"unknown backbone {name!r}: use 'small_cnn', 'glyph_cnn', 'timm:<arch>' or 'open_clip:<arch>[@<tag>]'"
+    )
 
 
 def build_backbone(
@@ -135,7 +160,7 @@ def build_backbone(
     """Build a backbone with a linear embedding head, optionally initialised from local weights.
 
     Args:
-        name: ``"small_cnn"``, ``"timm:<architecture>"`` (e.g. ``timm:resnet50``) or
+        name: ``"small_cnn"``, ``"glyph_cnn"``, ``"timm:<architecture>"`` (e.g. ``timm:resnet50``) or
             ``"open_clip:<architecture>[@<pretrained tag>]"`` (its visual tower).
         embedding_size: output dimension of the linear head.
         in_channels: image channels (``small_cnn`` and timm).

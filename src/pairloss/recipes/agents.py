@@ -213,18 +213,6 @@ def _scene_extra(data: SceneSet, scores: Tensor, config: dict[str, Any]) -> dict
     }
 
 
-def _mean_ci(result: ExperimentResult, method: str, metric: str) -> tuple[float, float]:
-    from scipy import stats
-
-    values = [runs[method]["metrics"][metric] for runs in result.per_seed.values() if method in runs]
-    if not values:
-        return math.nan, 0.0
-    if len(values) < 2:
-        return float(values[0]), 0.0
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return float(np.mean(values)), half
-
-
 def make_figure(result: ExperimentResult, path: Path) -> None:
     """NDCG@k of every method (mean, 95% CI over seeds), then one test scene: the combined model's rank colour and
     the true importance."""
@@ -241,7 +229,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     methods = [HEURISTIC, *MODES]
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
-        stats_ = [_mean_ci(result, method, f"NDCG@{k}") for k in ks]
+        stats_ = [result.mean_ci(method, f"NDCG@{k}") for k in ks]
         xs = np.arange(len(ks)) + (i - (len(methods) - 1) / 2) * width
         ax_metrics.bar(xs, [m for m, _ in stats_], width, yerr=[h for _, h in stats_], capsize=3, label=method)
     ax_metrics.set_xticks(np.arange(len(ks)), [f"NDCG@{k}" for k in ks])

@@ -29,9 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairloss.recipes.protocol import Experiment, ExperimentResult, environment, run_experiment
+from pairloss.recipes.protocol import (
+    Experiment,
+    ExperimentResult,
+    OutputFiles,
+    environment,
+    resolve_config,
+    run_experiment,
+)
 from pairloss.recipes.protocol import aggregate as aggregate_runs
 from pairloss.recipes.report import metrics_table as markdown_table
+from pairloss.recipes.results_file import read_previous, set_aside
 from pairloss.training.reporting import Reporter
 
 __all__ = ["Recipe", "RecipeResult", "SeedResult", "aggregate", "markdown_table", "run_recipe"]
@@ -49,7 +57,7 @@ class SeedResult:
 
 
 @dataclass
-class RecipeResult:
+class RecipeResult(OutputFiles):
     """Everything a recipe run produced (also the content of ``results.json``)."""
 
     name: str
@@ -57,18 +65,6 @@ class RecipeResult:
     seeds: dict[int, SeedResult]
     summary: dict[str, dict[str, dict[str, float]]]
     out_dir: Path
-
-    @property
-    def table_path(self) -> Path:
-        return self.out_dir / "table.md"
-
-    @property
-    def figure_path(self) -> Path:
-        return self.out_dir / "figure.png"
-
-    @property
-    def results_path(self) -> Path:
-        return self.out_dir / "results.json"
 
 
 @dataclass(frozen=True)
@@ -98,14 +94,7 @@ class Recipe:
 
     def resolve_config(self, quick: bool, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then explicit overrides."""
-        config = dict(self.config)
-        if quick:
-            config.update(self.quick)
-        if overrides:
-            unknown = set(overrides) - set(config)
-            if unknown:
-                raise ValueError(f"unknown config keys for recipe {self.name!r}: {sorted(unknown)}")
-            config.update(overrides)
+        config = resolve_config(self.name, self.config, self.quick if quick else {}, overrides)
         config["quick"] = quick
         return config
 
@@ -116,15 +105,18 @@ def aggregate(seeds: Mapping[int, SeedResult]) -> dict[str, dict[str, dict[str, 
 
 
 def _load_finished(path: Path, config: Mapping[str, Any]) -> dict[int, SeedResult]:
-    if not path.exists():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    """The seeds a previous run with the same config finished; a file that cannot be resumed is set aside."""
+    saved = read_previous(path)
+    if saved is None:
         return {}
     if saved.get("config") != json.loads(json.dumps(config)):
+        set_aside(path, "was written with another config")
         return {}
-    return {int(seed): SeedResult(**entry) for seed, entry in saved.get("per_seed", {}).items()}
+    try:
+        return {int(seed): SeedResult(**entry) for seed, entry in dict(saved.get("per_seed", {})).items()}
+    except (TypeError, ValueError) as error:
+        set_aside(path, f"has a malformed per-seed entry ({error})")
+        return {}
 
 
 def _write(result: RecipeResult, recipe: Recipe, verdict: str | None) -> None:

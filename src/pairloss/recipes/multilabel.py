@@ -266,21 +266,6 @@ def _claims(config: Mapping[str, Any]) -> tuple[Claim, ...]:
     return tuple(claims)
 
 
-def _mean_ci(result: ExperimentResult, method: str, metric: str) -> tuple[float, float]:
-    """Mean over seeds and the half-width of its 95% t interval."""
-    from scipy import stats
-
-    values = [runs[method]["metrics"][metric] for runs in result.per_seed.values() if method in runs]
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return math.nan, 0.0
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, 0.0
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return mean, half
-
-
 def make_figure(result: ExperimentResult, path: Path) -> None:
     """Gap vs c, gap vs imbalance, test RL vs c and the loss's CPU time vs c (means with 95% CIs over seeds)."""
     import matplotlib
@@ -303,7 +288,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
             (ax_imb, by_imbalance, imbalance, "gap"),
             (ax_rl, by_c, cs, "RL"),
         ):
-            stats_ = [_mean_ci(result, method, f"{prefix} {s.name}") for s in settings]
+            stats_ = [result.mean_ci(method, f"{prefix} {s.name}") for s in settings]
             ax.errorbar(xs, [m for m, _ in stats_], yerr=[h for _, h in stats_], fmt=styles[method], capsize=3,
                         label=label)  # fmt: skip
         times = [

@@ -50,7 +50,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pairloss.recipes.stats import paired_comparison
+from pairloss.recipes.results_file import read_previous, set_aside
+from pairloss.recipes.stats import mean_interval, paired_comparison
 from pairloss.recipes.tuning import Param, TrialRecord, space_to_json, tune
 from pairloss.training.loop import torch_threads
 from pairloss.training.reporting import Reporter
@@ -100,6 +101,37 @@ RESULTS_KEYS = (
 
 Phase = Literal["tuning", "final"]
 Metrics = dict[str, float]
+
+
+def resolve_config(
+    name: str, config: Mapping[str, Any], quick: Mapping[str, Any], overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``config`` updated with ``quick`` and then ``overrides``, whose keys must all be known."""
+    resolved = {**config, **quick}
+    if overrides:
+        unknown = set(overrides) - set(resolved)
+        if unknown:
+            raise ValueError(f"unknown config keys for recipe {name!r}: {sorted(unknown)}")
+        resolved.update(overrides)
+    return resolved
+
+
+class OutputFiles:
+    """The three files a recipe run writes in ``out_dir``."""
+
+    out_dir: Path
+
+    @property
+    def results_path(self) -> Path:
+        return self.out_dir / "results.json"
+
+    @property
+    def table_path(self) -> Path:
+        return self.out_dir / "table.md"
+
+    @property
+    def figure_path(self) -> Path:
+        return self.out_dir / "figure.png"
 
 
 @dataclass(frozen=True)
@@ -264,15 +296,7 @@ class Experiment:
 
     def resolve_config(self, quick: bool, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then explicit overrides."""
-        config = dict(self.config)
-        if quick:
-            config.update(self.quick)
-        if overrides:
-            unknown = set(overrides) - set(config)
-            if unknown:
-                raise ValueError(f"unknown config keys for recipe {self.name!r}: {sorted(unknown)}")
-            config.update(overrides)
-        return config
+        return resolve_config(self.name, self.config, self.quick if quick else {}, overrides)
 
     @property
     def tuned_methods(self) -> list[Method]:
@@ -280,7 +304,7 @@ class Experiment:
 
 
 @dataclass
-class ExperimentResult:
+class ExperimentResult(OutputFiles):
     """A finished (or partial) run: the content of ``results.json`` and where the files are."""
 
     payload: dict[str, Any]
@@ -311,17 +335,9 @@ class ExperimentResult:
         """``{seed: {method: {"metrics": ..., "extra": ...}}}``."""
         return {int(s): runs for s, runs in self.payload["per_seed"].items()}
 
-    @property
-    def results_path(self) -> Path:
-        return self.out_dir / "results.json"
-
-    @property
-    def table_path(self) -> Path:
-        return self.out_dir / "table.md"
-
-    @property
-    def figure_path(self) -> Path:
-        return self.out_dir / "figure.png"
+    def mean_ci(self, method: str, metric: str) -> tuple[float, float]:
+        """``method``'s mean ``metric`` over the seeds and the half-width of its 95% t interval (figures' bars)."""
+        return mean_interval([runs[method]["metrics"][metric] for runs in self.per_seed.values() if method in runs])
 
 
 def _jsonable(value: Any) -> Any:
@@ -406,11 +422,8 @@ def environment() -> dict[str, Any]:
 
 
 def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mode: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    saved = read_previous(path)
+    if saved is None:
         return None
     same = (
         saved.get("protocol") == PROTOCOL_VERSION
@@ -418,6 +431,8 @@ def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mo
         and saved.get("mode") == mode
         and saved.get("config") == _jsonable(config)
     )
+    if not same:
+        set_aside(path, "was written by another protocol version, recipe, mode or configuration")
     return saved if same else None
 
 
@@ -585,10 +600,10 @@ def run_experiment(
         raise ValueError(f"trials must be >= 1, got {trials}")
     out_dir = Path(out) / experiment.name
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
-    state = _Run(experiment, config, "quick" if quick else "full", list(range(n_seeds)), out_dir)
-    if state.resumed:
-        reporter.log(f"{experiment.name}: resuming from {out_dir / 'results.json'}")
-    with torch_threads(config.get("threads")):
+    with torch_threads(config.get("threads")):  # first, so that the recorded environment has the run's threads
+        state = _Run(experiment, config, "quick" if quick else "full", list(range(n_seeds)), out_dir)
+        if state.resumed:
+            reporter.log(f"{experiment.name}: resuming from {out_dir / 'results.json'}")
         _seed_everything(0)
         data = experiment.prepare(PrepareContext(config, out_dir / "cache", reporter, quick))
         state.payload["data"] = _jsonable(dict(data.info))

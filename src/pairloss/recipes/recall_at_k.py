@@ -1,390 +1,420 @@
-"""RS@k with large batches, SiMix and pretrained initialisation (Patel, Tolias, Matas, CVPR 2022), small.
+"""RS@k with larger batches, SiMix and a pretrained start (Patel, Tolias, Matas, CVPR 2022), on the shared protocol.
 
 The paper fine-tunes ImageNet/CLIP-pretrained ResNet-50 and ViT-B on SOP, Cars196 and iNaturalist with RS@k on
-batches of up to 4000 images (its multi-stage step) and SiMix, and reports Recall@1 of 88.0 / 89.5 / 83.0
-(ViT-B/16) and 82.7 / 88.3 / 71.8 (ResNet-50). None of that fits this CPU machine;
-this recipe tests the same four claims on two open-set retrieval problems that do
-(train classes and test classes disjoint):
+batches of up to 4000 images (its multi-stage step) and SiMix. None of that fits this CPU machine; this recipe
+tests the same claims on an open-set glyph retrieval problem that does (:mod:`pairloss.data.glyphs`, extended
+catalog: about 100 fonts of 16 families from the ``glyphs`` extra's font packs):
 
-* ``digits``: scikit-learn's 8×8 handwritten digits, train on 0–4 (the first ``digits_train_per_class`` images
-  of each, 100 by default, so that a whole-training-set batch stays cheap) and retrieve among all images of 5–9;
-* ``glyphs``: :mod:`pairloss.data.glyphs`, hundreds of characters rendered in 16 fonts with augmentation.
-
-Every method trains the same MLP embedder (:class:`pairloss.models.mlp.MLPEmbedder`) with Adam for the same
-number of epochs. Rows: RS@k vs contrastive vs multi-similarity vs cross-entropy (normalised softmax) at batch
-256; RS@k at batch 64, 256 and the whole training set (through
-:func:`pairloss.training.large_batch.large_batch_step`, chunks of ``chunk_size``,
-per-chunk batch-norm statistics); RS@k with SiMix; RS@k from a "pretrained" initialisation;
-and all three together. "Pretrained" means trained here, with cross-entropy, on glyph classes
-that are neither training nor test classes (no digit characters), then loaded from a local file through
-:func:`pairloss.models.backbones.load_weights`, as a foundation model's checkpoint would be. Test metrics:
-Recall@1, 2, 4, 8 and MAP@R (:func:`pairloss.metrics.retrieval`), test set against itself.
+* **classes**: characters drawn by at least ``min_families`` font families; ``train_classes`` of them are fitted,
+  ``validation_classes`` other training-side classes are held out for tuning and early stopping, and
+  ``test_classes`` further classes are the test set (retrieval among them, each image against all others);
+* **model**: :class:`pairloss.models.cnn.GlyphCNN` (three conv stages, 16×16 grey-level input) with a linear
+  embedding head (``build_backbone("glyph_cnn", D)``);
+* **pretrained start**: the same backbone trained here with cross-entropy (normalised softmax) on every other
+  character of the catalog (a disjoint pool of about 1 700 classes), saved to a file and loaded with
+  :func:`pairloss.models.backbones.load_weights` (through ``build_backbone(weights=...)``), as a foundation
+  checkpoint would be; made once per configuration and cached;
+* **training**: Adam, ``updates`` optimiser updates for every method (equal updates), class-balanced batches of
+  ``m_per_class`` = 4 images per class (the paper's), validation MAP@R every ``validate_every`` updates, the best
+  validated state kept, early stopping after ``patience`` validations without improvement;
+* **larger batch**: ``large_batch_size`` images per update through
+  :func:`pairloss.training.large_batch.large_batch_step` in chunks of ``chunk_size`` (= the small batch, so batch-norm
+  statistics are over the same number of images in both arms and only the loss's batch grows), at the same number
+  of updates, and, as a cost-matched check, at the same number of images (``updates × batch_size /
+  large_batch_size`` updates);
+* **tuning**: ``trials`` seeded Optuna trials per loss on the validation split (the spaces are in :data:`SPACES`);
+  the factor variants (larger batch, SiMix, pretrained, all three) use RS@k's chosen values.
 """
 
 from __future__ import annotations
 
-import math
-import tempfile
-from functools import lru_cache
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pairloss.data.digits import open_set_digits
-from pairloss.data.glyphs import glyph_pools, render_glyphs
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.data.glyphs import font_family, glyph_fonts, glyph_pools, render_glyphs
 from pairloss.losses.metric import ContrastiveLoss, MultiSimilarityLoss
 from pairloss.losses.proxy import NormalizedSoftmaxLoss
 from pairloss.losses.recall import RecallAtKSurrogateLoss
 from pairloss.metrics.retrieval import retrieval
-from pairloss.models.backbones import load_weights
-from pairloss.models.mlp import MLPEmbedder
-from pairloss.recipes.base import Recipe, RecipeResult, SeedResult
+from pairloss.models.backbones import build_backbone
+from pairloss.recipes.protocol import (
+    Claim,
+    Experiment,
+    ExperimentResult,
+    Method,
+    PrepareContext,
+    RunContext,
+    RunResult,
+    Splits,
+)
+from pairloss.recipes.tuning import Float, Param
 from pairloss.training.large_batch import large_batch_step
+from pairloss.training.loop import ClassBalancedBatches, FitConfig, fit, optimizer_step
 from pairloss.training.reporting import Reporter
 from pairloss.training.trainer import embed
 
-__all__ = ["RECIPE", "RUNS"]
+__all__ = ["CLAIMS", "METHODS", "RECIPE", "SPACES"]
 
-#: ``row name -> (loss, batch size or "full", SiMix, pretrained)``.
-RUNS: dict[str, tuple[str, int | str, bool, bool]] = {
-    "contrastive b=256": ("contrastive", 256, False, False),
-    "multi-similarity b=256": ("multi_similarity", 256, False, False),
-    "cross-entropy b=256": ("cross_entropy", 256, False, False),
-    "RS@k b=64": ("rsk", 64, False, False),
-    "RS@k b=256": ("rsk", 256, False, False),
-    "RS@k b=full": ("rsk", "full", False, False),
-    "RS@k + SiMix b=256": ("rsk", 256, True, False),
-    "RS@k pretrained b=256": ("rsk", 256, False, True),
-    "RS@k + SiMix + pretrained b=full": ("rsk", "full", True, True),
+METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+_EVAL_CHUNK = 256
+
+#: The search space of each loss (learning rate and the loss's own knobs); every loss gets the same trials.
+SPACES: dict[str, dict[str, Param]] = {
+    "RS@k": {"lr": Float(1e-4, 3e-3, log=True), "tau2": Float(0.003, 0.1, log=True)},
+    "contrastive": {"lr": Float(1e-4, 3e-3, log=True), "neg_margin": Float(0.2, 1.2)},
+    "multi-similarity": {
+        "lr": Float(1e-4, 3e-3, log=True),
+        "alpha": Float(0.5, 10.0, log=True),
+        "beta": Float(10.0, 80.0, log=True),
+    },
+    "cross-entropy": {
+        "lr": Float(1e-4, 3e-3, log=True),
+        "temperature": Float(0.01, 0.2, log=True),
+        "proxy_lr_scale": Float(1.0, 100.0, log=True),
+    },
 }
 
-_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+_RSK = {"loss": "rsk", "batch": "small", "simix": False, "pretrained": False, "budget": "updates"}
+METHODS = (
+    Method("raw pixels", settings={"loss": "none"}, description="nearest neighbours on the 16×16 pixels"),
+    Method("RS@k", space=SPACES["RS@k"], settings=_RSK, description="RS@k, small batch, random start"),
+    Method(
+        "contrastive",
+        space=SPACES["contrastive"],
+        settings={**_RSK, "loss": "contrastive"},
+        description="contrastive loss (Hadsell et al.), small batch",
+    ),
+    Method(
+        "multi-similarity",
+        space=SPACES["multi-similarity"],
+        settings={**_RSK, "loss": "multi_similarity"},
+        description="multi-similarity loss (Wang et al.), small batch",
+    ),
+    Method(
+        "cross-entropy",
+        space=SPACES["cross-entropy"],
+        settings={**_RSK, "loss": "cross_entropy"},
+        description="normalised-softmax cross-entropy on learned proxies, small batch",
+    ),
+    Method(
+        "RS@k large batch",
+        settings={**_RSK, "batch": "large"},
+        tuned_as="RS@k",
+        description="RS@k, large batch (multi-stage step), same updates",
+    ),
+    Method(
+        "RS@k large batch, equal images",
+        settings={**_RSK, "batch": "large", "budget": "images"},
+        tuned_as="RS@k",
+        description="RS@k, large batch, as many images as the small batch sees (fewer updates)",
+    ),
+    Method("RS@k + SiMix", settings={**_RSK, "simix": True}, tuned_as="RS@k", description="RS@k with SiMix"),
+    Method(
+        "RS@k pretrained",
+        settings={**_RSK, "pretrained": True},
+        tuned_as="RS@k",
+        description="RS@k from the pretrained backbone",
+    ),
+    Method(
+        "RS@k + all three",
+        settings={**_RSK, "batch": "large", "simix": True, "pretrained": True},
+        tuned_as="RS@k",
+        description="RS@k, large batch, SiMix, pretrained backbone",
+    ),
+)
+
+_BOTH = ("recall@1", "map@r")
+CLAIMS = (
+    Claim("a larger batch helps RS@k (equal updates)", "RS@k large batch", "RS@k", _BOTH),
+    Claim("a larger batch helps RS@k (equal images)", "RS@k large batch, equal images", "RS@k", _BOTH),
+    Claim("SiMix helps RS@k", "RS@k + SiMix", "RS@k", _BOTH),
+    Claim("a pretrained start helps RS@k", "RS@k pretrained", "RS@k", _BOTH),
+    Claim("pretraining helps more than SiMix", "RS@k pretrained", "RS@k + SiMix", _BOTH),
+    Claim("pretraining helps more than the larger batch", "RS@k pretrained", "RS@k large batch", _BOTH),
+    Claim("all three together help RS@k", "RS@k + all three", "RS@k", _BOTH),
+    Claim("all three beat pretraining alone", "RS@k + all three", "RS@k pretrained", _BOTH),
+    Claim("RS@k beats contrastive", "RS@k", "contrastive", _BOTH),
+    Claim("RS@k beats multi-similarity", "RS@k", "multi-similarity", _BOTH),
+    Claim("RS@k beats cross-entropy", "RS@k", "cross-entropy", _BOTH),
+)
 
 
-@lru_cache(maxsize=4)
-def _glyph_data(n_train: int, n_test: int, n_pretrain: int, samples: int, pretrain_samples: int) -> dict[str, Tensor]:
-    """Glyph train/test sets at 16×16 and pretraining sets at 16×16 and 8×8 (pretraining pool without
-    digits)."""
-    pools = glyph_pools(n_train, n_test, split_seed=0)
-    pretrain_chars = [c for c in pools.pretrain if not c.isdigit()][:n_pretrain]
-    train_x, train_y = render_glyphs(pools.train, samples, size=16, seed=1)
-    test_x, test_y = render_glyphs(pools.test, samples, size=16, seed=2)
-    pre16_x, pre_y = render_glyphs(pretrain_chars, pretrain_samples, size=16, seed=3)
-    pre8_x, _ = render_glyphs(pretrain_chars, pretrain_samples, size=8, seed=3)
-    return {
-        "train_x": train_x.flatten(1),
-        "train_y": train_y,
-        "test_x": test_x.flatten(1),
-        "test_y": test_y,
-        "pre16_x": pre16_x.flatten(1),
-        "pre8_x": pre8_x.flatten(1),
-        "pre_y": pre_y,
-    }
+@dataclass(frozen=True)
+class _Images:
+    x: Tensor
+    y: Tensor
 
 
-def _first_per_class(labels: Tensor, per_class: int) -> Tensor:
-    """Indices of the first ``per_class`` samples of every class."""
-    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in torch.unique(labels)])
+@dataclass(frozen=True)
+class _Fit(_Images):
+    pretrained: Path
 
 
-def _datasets(config: dict[str, Any]) -> dict[str, dict[str, Tensor]]:
-    glyphs = _glyph_data(
-        config["glyph_train_classes"],
-        config["glyph_test_classes"],
-        config["glyph_pretrain_classes"],
-        config["glyph_samples_per_class"],
-        config["pretrain_samples_per_class"],
+def _key(config: dict[str, Any], keys: tuple[str, ...]) -> str:
+    text = json.dumps({k: config[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_DATA_KEYS = (
+    "train_classes",
+    "validation_classes",
+    "test_classes",
+    "pretrain_classes",
+    "min_families",
+    "samples_per_class",
+    "pretrain_samples_per_class",
+    "image_size",
+    "split_seed",
+)
+_PRETRAIN_KEYS = (*_DATA_KEYS, "embedding_size", "pretrain_updates", "pretrain_batch_size", "pretrain_lr")
+
+
+def _render(config: dict[str, Any], cache: Path) -> dict[str, np.ndarray]:
+    """Render (or load) the fit, validation, test and pretraining images."""
+    path = cache / f"glyphs-{_key(config, _DATA_KEYS)}.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            return dict(saved)
+    n_train_side = config["train_classes"] + config["validation_classes"]
+    pools = glyph_pools(
+        n_train_side,
+        config["test_classes"],
+        config["pretrain_classes"],
+        config["split_seed"],
+        catalog="extended",
+        min_families=config["min_families"],
     )
-    digits = open_set_digits()
-    keep = _first_per_class(digits.train_y, config["digits_train_per_class"])
-    # Digits pixels are 0..1 on a black background like the glyphs; the 8×8 glyphs pretrain the digits model.
-    data = {
-        "digits": {
-            "train_x": digits.train_x[keep],
-            "train_y": digits.train_y[keep],
-            "test_x": digits.test_x,
-            "test_y": digits.test_y,
-            "pre_x": glyphs["pre8_x"],
-            "pre_y": glyphs["pre_y"],
-        },
-        "glyphs": {
-            "train_x": glyphs["train_x"],
-            "train_y": glyphs["train_y"],
-            "test_x": glyphs["test_x"],
-            "test_y": glyphs["test_y"],
-            "pre_x": glyphs["pre16_x"],
-            "pre_y": glyphs["pre_y"],
-        },
+    fit_classes, validation_classes = pools.train[: config["train_classes"]], pools.train[config["train_classes"] :]
+    size, samples = config["image_size"], config["samples_per_class"]
+    arrays: dict[str, np.ndarray] = {}
+    for name, classes, per_class, seed in (
+        ("fit", fit_classes, samples, 1),
+        ("validation", validation_classes, samples, 2),
+        ("test", pools.test, samples, 3),
+        ("pretrain", pools.pretrain, config["pretrain_samples_per_class"], 4),
+    ):
+        x, y = render_glyphs(classes, per_class, size=size, seed=seed, catalog="extended")
+        arrays[f"{name}_x"], arrays[f"{name}_y"] = x.numpy(), y.numpy()
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # (numpy types the first keyword as allow_pickle)
+    return arrays
+
+
+def _optimizer(model: nn.Module, loss: nn.Module, lr: float, config: dict[str, Any], scale: float = 1.0) -> Any:
+    groups = [{"params": list(model.parameters()), "lr": lr}]
+    if any(True for _ in loss.parameters()):
+        groups.append({"params": list(loss.parameters()), "lr": lr * scale})
+    return torch.optim.Adam(groups, weight_decay=config["weight_decay"])
+
+
+def _pretrain(x: Tensor, y: Tensor, config: dict[str, Any], path: Path, reporter: Reporter) -> None:
+    """Train the backbone with normalised-softmax cross-entropy on the pretraining classes; save its weights."""
+    torch.manual_seed(0)
+    model = build_backbone("glyph_cnn", config["embedding_size"])
+    loss = NormalizedSoftmaxLoss(int(y.max()) + 1, config["embedding_size"])
+    optimizer = _optimizer(model, loss, config["pretrain_lr"], config, scale=10.0)
+    batches = ClassBalancedBatches(y, 2, config["pretrain_batch_size"], seed=0)
+
+    def update(step: int) -> float:
+        index = batches(step)
+        return optimizer_step(optimizer, lambda: loss(model(x[index]), y[index]))
+
+    settings = FitConfig(updates=config["pretrain_updates"], description="pretraining the backbone")
+    fit(
+        {"model": model, "loss": loss},
+        optimizer,
+        update,
+        settings,
+        checkpoint=path.with_suffix(".run.pt"),
+        reporter=reporter,
+    )
+    torch.save(model.backbone.state_dict(), path)
+
+
+def prepare(ctx: PrepareContext) -> Splits:
+    """Render the glyph splits and make (or load) the pretrained backbone checkpoint."""
+    config = dict(ctx.config)
+    arrays = _render(config, ctx.cache_dir)
+    tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    pretrained = ctx.cache_dir / f"pretrained-backbone-{_key(config, _PRETRAIN_KEYS)}.pt"
+    if not pretrained.exists():
+        _pretrain(tensors["pretrain_x"], tensors["pretrain_y"], config, pretrained, ctx.reporter)
+    fonts = glyph_fonts("extended")
+    info = {
+        "catalog": "extended",
+        "fonts": len(fonts),
+        "font_families": len({font_family(f) for f in fonts}),
+        "classes": {s: int(np.unique(arrays[f"{s}_y"]).size) for s in ("fit", "validation", "test", "pretrain")},
+        "images": {s: int(arrays[f"{s}_y"].size) for s in ("fit", "validation", "test", "pretrain")},
+        "image_size": config["image_size"],
+        "pretrained_checkpoint_sha256": hashlib.sha256(pretrained.read_bytes()).hexdigest()[:16],
     }
-    return {name: data[name] for name in config["datasets"]}
+    return Splits(
+        fit=_Fit(tensors["fit_x"], tensors["fit_y"], pretrained),
+        validation=_Images(tensors["validation_x"], tensors["validation_y"]),
+        test=_Images(tensors["test_x"], tensors["test_y"]),
+        info=info,
+    )
 
 
-def _model(in_features: int, config: dict[str, Any]) -> nn.Module:
-    return MLPEmbedder(in_features, config["embedding_size"], tuple(config["hidden"]))
-
-
-def _loss(kind: str, n_classes: int, simix_cap: int | None, config: dict[str, Any]) -> nn.Module:
+def _loss(settings: dict[str, Any], n_classes: int, config: dict[str, Any]) -> nn.Module:
+    kind = settings["loss"]
     if kind == "rsk":
-        return RecallAtKSurrogateLoss(
-            k=tuple(config["k_train"]), use_simix=simix_cap is not None, simix_max_pairs_per_class=simix_cap
-        )
+        return RecallAtKSurrogateLoss(k=tuple(config["k_train"]), tau2=settings["tau2"], use_simix=settings["simix"])
     if kind == "contrastive":
-        return ContrastiveLoss()
+        return ContrastiveLoss(pos_margin=0.0, neg_margin=settings["neg_margin"])
     if kind == "multi_similarity":
-        return MultiSimilarityLoss()
+        return MultiSimilarityLoss(alpha=settings["alpha"], beta=settings["beta"], base=0.5)
     if kind == "cross_entropy":
-        return NormalizedSoftmaxLoss(n_classes, config["embedding_size"])
+        return NormalizedSoftmaxLoss(n_classes, config["embedding_size"], temperature=settings["temperature"])
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def _per_class(batch: int, n_classes: int) -> int:
-    """Samples per class in a batch: 4 as in the paper, more when there are too few classes to fill the
-    batch."""
-    return max(4, batch // n_classes)
+def _scores(model: nn.Module | None, images: _Images) -> dict[str, float]:
+    features = images.x.flatten(1) if model is None else embed(model, images.x, batch_size=_EVAL_CHUNK)
+    scores = retrieval(features, images.y, k=(1, 2, 4, 8))
+    return {name: float(scores[name]) for name in METRICS}
 
 
-def _train(
-    model: nn.Module,
-    kind: str,
-    batch: int | str,
-    simix: bool,
-    x: Tensor,
-    y: Tensor,
-    epochs: int,
-    config: dict[str, Any],
-    seed: int,
-    reporter: Reporter,
-    description: str,
-) -> None:
-    classes, y = torch.unique(y, return_inverse=True)
-    n, n_classes = y.numel(), classes.numel()
-    full = batch == "full"
-    m = math.ceil(n / n_classes) if full else _per_class(int(batch), n_classes)
-    simix_cap = min(math.ceil(config["simix_ratio"] * m), config["simix_max_pairs_per_class"]) if simix else None
-    loss = _loss(kind, n_classes, simix_cap, config)
-    optimizer = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=config["lr"], weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    if full:
-        for _ in reporter.track(range(epochs), description):
-            order = torch.randperm(n, generator=generator)
-            large_batch_step(
+def run(ctx: RunContext) -> RunResult:
+    """Train one method on the fit classes (validation-selected), and score ``ctx.evaluation``."""
+    settings, config = dict(ctx.settings), dict(ctx.config)
+    if settings["loss"] == "none":
+        return RunResult(_scores(None, ctx.evaluation))
+    data: _Fit = ctx.data.fit
+    weights = data.pretrained if settings["pretrained"] else None
+    model = build_backbone("glyph_cnn", config["embedding_size"], weights=weights)
+    n_classes = int(data.y.max()) + 1
+    loss = _loss(settings, n_classes, config)
+    optimizer = _optimizer(model, loss, settings["lr"], config, settings.get("proxy_lr_scale", 1.0))
+    large = settings["batch"] == "large"
+    batch_size = config["large_batch_size"] if large else config["batch_size"]
+    batches = ClassBalancedBatches(data.y, config["m_per_class"], batch_size, seed=ctx.seed)
+    updates = config["updates"]
+    if settings["budget"] == "images":  # the small batch's images in fewer, larger updates
+        updates = max(1, round(updates * config["batch_size"] / batch_size))
+
+    def update(step: int) -> float:
+        index = batches(step)
+        if large:
+            result = large_batch_step(
                 model,
                 optimizer,
-                x[order],
-                y[order],
+                data.x[index],
+                data.y[index],
                 loss,
                 chunk_size=config["chunk_size"],
                 batch_norm="chunk",
             )
-        return
-    size = m * min(int(batch) // m, n_classes)
-    sampler = MPerClassSampler(y, m, size, seed=seed)
-    for _ in reporter.track(range(epochs), description):
-        for indices in sampler:
-            value = loss(model(x[indices]), y[indices])
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+            return result.loss
+        return optimizer_step(optimizer, lambda: loss(model(data.x[index]), data.y[index]))
 
-
-def _pretrained_file(
-    data: dict[str, Tensor], config: dict[str, Any], seed: int, reporter: Reporter, folder: Path
-) -> Path:
-    """Pretrain the embedder with cross-entropy on the pretraining glyph classes; save its weights to a
-    file."""
-    torch.manual_seed(seed + 1000)
-    model = _model(data["pre_x"].shape[1], config)
-    _train(
-        model,
-        "cross_entropy",
-        256,
-        False,
-        data["pre_x"],
-        data["pre_y"],
-        config["pretrain_epochs"],
-        config,
-        seed,
-        reporter,
-        "pretraining",
+    validate_every = max(1, min(config["validate_every"], updates // 3))
+    outcome = fit(
+        {"model": model, "loss": loss},
+        optimizer,
+        update,
+        FitConfig(updates=updates, validate_every=validate_every, patience=config["patience"], description=ctx.label),
+        validate=lambda: _scores(model, ctx.data.validation)["map@r"],
+        checkpoint=ctx.checkpoint,
+        reporter=ctx.reporter,
     )
-    path = folder / f"pretrained_{data['pre_x'].shape[1]}.pt"
-    torch.save(model.state_dict(), path)
-    return path
+    extra = {"updates": outcome.updates, "best_update": outcome.best_update, "validation": outcome.validation}
+    return RunResult(_scores(model, ctx.evaluation), extra)
 
 
-def _evaluate(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
-    scores = retrieval(embed(model, x), y, k=(1, 2, 4, 8))
-    return {name: scores[name] for name in _METRICS}
+def make_figure(result: ExperimentResult, path: Path) -> None:
+    """Two stacked panels: test Recall@1 of every method (seeds as dots), and the verdicts on Recall@1."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def run_seed(config: dict[str, Any], seed: int, reporter: Reporter) -> SeedResult:
-    """Train every row on every data set; small models run fastest on one thread of a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config["threads"])
-    try:
-        return _run_seed(config, seed, reporter)
-    finally:
-        torch.set_num_threads(threads)
+    from pairloss.recipes.report import plot_verdicts
 
-
-def _run_seed(config: dict[str, Any], seed: int, reporter: Reporter) -> SeedResult:
-    metrics: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for dataset, data in _datasets(config).items():
-            pretrained = _pretrained_file(data, config, seed, reporter, Path(folder))
-            for row, (kind, batch, simix, use_pretrained) in RUNS.items():
-                if row not in config["rows"]:
-                    continue
-                torch.manual_seed(seed)
-                model = _model(data["train_x"].shape[1], config)
-                if use_pretrained:
-                    load_weights(model, pretrained)
-                _train(
-                    model,
-                    kind,
-                    batch,
-                    simix,
-                    data["train_x"],
-                    data["train_y"],
-                    config["epochs"],
-                    config,
-                    seed,
-                    reporter,
-                    f"{dataset}: {row}",
-                )
-                metrics[f"{dataset} · {row}"] = _evaluate(model, data["test_x"], data["test_y"])
-    return SeedResult(metrics)
-
-
-def _mean_std(result: RecipeResult, row: str, metric: str = "recall@1") -> tuple[float, float]:
-    entry = result.summary.get(row, {}).get(metric)
-    return (entry["mean"], entry["std"]) if entry else (float("nan"), float("nan"))
-
-
-def make_figure(result: RecipeResult, path: Path) -> None:
-    datasets = result.config["datasets"]
-    fig, axes = plt.subplots(1, len(datasets) + 1, figsize=(5 * len(datasets) + 7, 4.2))
-    batch_rows = [("64", "RS@k b=64"), ("256", "RS@k b=256"), ("full", "RS@k b=full")]
-    for ax, dataset in zip(axes, datasets, strict=False):
-        for suffix, style in (("", "o-"), (" + SiMix", "s--")):
-            points = [
-                (label, *_mean_std(result, f"{dataset} · {row.replace('RS@k', 'RS@k' + suffix)}"))
-                for label, row in batch_rows
-            ]
-            points = [p for p in points if math.isfinite(p[1])]
-            if points:
-                ax.errorbar(
-                    [p[0] for p in points],
-                    [p[1] for p in points],
-                    yerr=[p[2] for p in points],
-                    fmt=style,
-                    capsize=3,
-                    label="RS@k" + suffix,
-                )
-        ax.set_xlabel("batch size (full = whole training set, multi-stage step)")
-        ax.set_ylabel("test Recall@1")
-        ax.set_title(f"{dataset}: RS@k Recall@1 vs batch size")
-        ax.legend()
-    rows = [r for r in RUNS if r in result.config["rows"]]
-    width = 0.8 / max(1, len(datasets))
-    ablation = axes[-1]
-    for i, dataset in enumerate(datasets):
-        values = [_mean_std(result, f"{dataset} · {row}") for row in rows]
-        ablation.barh(
-            np.arange(len(rows)) + i * width,
-            [v[0] for v in values],
-            xerr=[v[1] for v in values],
-            height=width,
-            label=dataset,
-        )
-    ablation.set_yticks(np.arange(len(rows)) + width * (len(datasets) - 1) / 2, rows, fontsize=8)
-    ablation.set_xlabel("test Recall@1")
-    ablation.set_title("Losses and ablation")
-    ablation.legend(loc="lower left", fontsize=8)
+    methods = [m.name for m in METHODS if m.name in result.summary]
+    claims = [v for v in result.verdicts if v["metric"] == "recall@1"]
+    fig, (top, bottom) = plt.subplots(
+        2,
+        1,
+        figsize=(7.0, 3.0 + 0.3 * (len(methods) + len(claims))),
+        gridspec_kw={"height_ratios": [len(methods), len(claims)]},
+    )
+    rows = range(len(methods))[::-1]
+    bars = [result.mean_ci(m, "recall@1") for m in methods]
+    top.barh(list(rows), [b[0] for b in bars], xerr=[b[1] for b in bars], color="tab:blue", alpha=0.6, capsize=3)
+    for row, method in zip(rows, methods, strict=True):
+        seeds = [runs[method]["metrics"]["recall@1"] for runs in result.per_seed.values() if method in runs]
+        top.plot(seeds, [row] * len(seeds), "k.", markersize=4)
+    top.set_yticks(list(rows), methods, fontsize=9)
+    top.set_xlabel("test Recall@1: mean and 95% CI (bars), seeds (dots)", fontsize=9)
+    top.set_title("Open-set glyph retrieval (unseen test classes)", fontsize=10)
+    plot_verdicts(bottom, claims, metric="recall@1")
+    bottom.tick_params(labelsize=9)
+    bottom.xaxis.label.set_size(9)
+    bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _held(gain: float, spread: float, condition: bool | None = None) -> str:
-    """``held``/``did not hold`` with the gain, flagged when it is within the seed-to-seed spread."""
-    held = gain > 0 if condition is None else condition
-    noise = f", within the seed spread ±{spread:.3f}" if math.isfinite(spread) and abs(gain) <= spread else ""
-    return f"{'held' if held else 'did not hold'} ({gain:+.3f}{noise})"
-
-
-def verdict(result: RecipeResult) -> str:
-    combined = "RS@k + SiMix + pretrained b=full"
-    parts = []
-    for dataset in result.config["datasets"]:
-
-        def stat(row: str, dataset: str = dataset) -> tuple[float, float]:
-            return _mean_std(result, f"{dataset} · {row}")
-
-        base, base_std = stat("RS@k b=256")
-        smaller, smaller_std = max(stat("RS@k b=64"), (base, base_std))
-        full, full_std = stat("RS@k b=full")
-        simix, simix_std = stat("RS@k + SiMix b=256")
-        pretrained, pretrained_std = stat("RS@k pretrained b=256")
-        batch_gain, simix_gain, pretrained_gain = full - smaller, simix - base, pretrained - base
-        rows = [f"{dataset} · {row}" for row in RUNS]
-        best = max((row for row in rows if row in result.summary), key=lambda row: _mean_std(result, row)[0])
-        claims = [
-            f"larger batches help RS@k (full vs best smaller batch): {_held(batch_gain, max(full_std, smaller_std))}",
-            f"SiMix helps: {_held(simix_gain, max(simix_std, base_std))}",
-            "pretraining helps most: "
-            + _held(pretrained_gain, max(pretrained_std, base_std), pretrained_gain > max(simix_gain, batch_gain, 0)),
-            "all three together are the best row: "
-            + ("held" if best.endswith(combined) else f"did not hold (best: {best})"),
-        ]
-        parts.append(f"{dataset}: " + "; ".join(claims) + ".")
-    return "Recall@1 on the test classes, mean ± std over seeds. " + " ".join(parts)
-
-
-RECIPE = Recipe(
+RECIPE = Experiment(
     name="recall-at-k",
-    title="RS@k with large batches, SiMix and pretrained initialisation (open-set digits and glyphs)",
+    title="RS@k with a larger batch, SiMix and a pretrained start (open-set glyphs, small CNN)",
     paper="Patel, Tolias, Matas. Recall@k Surrogate Loss with Large Batches and Similarity Mixup. CVPR 2022",
     claim="Larger batches help RS@k, SiMix helps, pretrained initialisation helps most, and together they are best.",
     config={
-        "datasets": ["digits", "glyphs"],
-        "digits_train_per_class": 100,
+        "trials": 8,
         "threads": 1,
-        "rows": list(RUNS),
-        "glyph_train_classes": 80,
-        "glyph_test_classes": 80,
-        "glyph_pretrain_classes": 80,
-        "glyph_samples_per_class": 12,
-        "pretrain_samples_per_class": 12,
-        "embedding_size": 32,
-        "hidden": [128, 128],
+        "train_classes": 300,
+        "validation_classes": 60,
+        "test_classes": 300,
+        "pretrain_classes": None,
+        "min_families": 5,
+        "samples_per_class": 12,
+        "pretrain_samples_per_class": 8,
+        "image_size": 16,
+        "split_seed": 0,
+        "embedding_size": 64,
+        "m_per_class": 4,
+        "batch_size": 128,
+        "large_batch_size": 512,
+        "chunk_size": 128,
+        "updates": 300,
+        "validate_every": 50,
+        "patience": 3,
+        "weight_decay": 1e-4,
         "k_train": [1, 2, 4, 8, 16],
-        "simix_ratio": 1.5,
-        "simix_max_pairs_per_class": 24,
-        "lr": 1e-3,
-        "epochs": 15,
-        "pretrain_epochs": 10,
-        "chunk_size": 256,
+        "pretrain_updates": 1200,
+        "pretrain_batch_size": 256,
+        "pretrain_lr": 1e-3,
     },
     quick={
-        "glyph_train_classes": 50,
-        "glyph_test_classes": 50,
-        "glyph_pretrain_classes": 50,
-        "glyph_samples_per_class": 8,
-        "pretrain_samples_per_class": 8,
-        "epochs": 5,
-        "pretrain_epochs": 5,
+        "trials": 2,
+        "train_classes": 40,
+        "validation_classes": 16,
+        "test_classes": 40,
+        "pretrain_classes": 200,
+        "samples_per_class": 8,
+        "pretrain_samples_per_class": 6,
+        "batch_size": 64,
+        "large_batch_size": 160,
+        "chunk_size": 64,
+        "updates": 60,
+        "validate_every": 20,
+        "pretrain_updates": 150,
+        "pretrain_batch_size": 128,
     },
-    run_seed=run_seed,
+    methods=METHODS,
+    claims=CLAIMS,
+    prepare=prepare,
+    run=run,
     make_figure=make_figure,
-    verdict=verdict,
+    objective="map@r",
 )

@@ -74,8 +74,7 @@ def page_block(name: str, payload: Mapping[str, Any] | None, tables: Sequence[tu
     lines = [BEGIN.format(name=name), ""]
     if payload is None:
         lines += [
-            f"No full run is committed yet. Run `pairloss reproduce {name} --publish` (about the wall time the page",
-            "states) to measure it and write this section.",
+            f"No full run is committed yet: `pairloss reproduce {name} --publish` measures it and writes this section."
         ]
     else:
         objective = str(payload.get("objective", "validation score"))

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["VERDICTS", "PairedComparison", "paired_comparison", "verdict_for"]
+__all__ = ["VERDICTS", "PairedComparison", "mean_interval", "paired_comparison", "verdict_for"]
 
 Verdict = Literal["held", "not held", "inconclusive"]
 #: The three verdicts, in the order: CI above zero, CI below zero, CI containing zero.
@@ -114,3 +114,18 @@ def paired_comparison(
         return PairedComparison(tuple(differences.tolist()), mean, (None, None), "inconclusive")
     low, high = _interval(differences, method, confidence, seed)
     return PairedComparison(tuple(differences.tolist()), mean, (low, high), verdict_for(low, high))
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The mean of the finite ``values`` and the half-width of its Student's t interval (error bars over seeds).
+
+    NaN values are skipped; with no value the mean is NaN, with one value the half-width is 0.
+    """
+    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return math.nan, 0.0
+    mean = float(finite.mean())
+    if finite.size < 2:
+        return mean, 0.0
+    low, _ = _interval(finite, "t", confidence, seed=0)
+    return mean, mean - low

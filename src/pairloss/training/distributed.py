@@ -21,7 +21,8 @@ Unequal batch sizes are padded for the collectives and the padding removed again
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,7 +33,14 @@ from torch import Tensor, nn
 
 from pairloss.engine import CROSS_RANK
 
-__all__ = ["CrossRankLoss", "all_gather_with_grad", "cross_rank_pairs", "sum_across_ranks"]
+__all__ = [
+    "CrossRankLoss",
+    "all_gather_with_grad",
+    "average_gradients",
+    "cross_rank_pairs",
+    "process_group_from_environment",
+    "sum_across_ranks",
+]
 
 
 def _sizes(n: int, device: torch.device, group: Any) -> list[int]:
@@ -173,3 +181,36 @@ class CrossRankLoss(nn.Module):
         if isinstance(value, Tensor) and value.ndim >= 1:
             return all_gather_with_grad(value, self.group)[0]
         return value
+
+
+@contextmanager
+def process_group_from_environment() -> Iterator[None]:
+    """Inside: the process group that ``torchrun`` describes (``WORLD_SIZE > 1``; nccl on CUDA, else gloo), started
+    here and destroyed on leaving once every rank is done; a group that already exists is used and left to its
+    owner; nothing happens for a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+        dist.barrier()  # every rank is done before the group (and rank 0's store) goes away
+    finally:
+        dist.destroy_process_group()
+
+
+def average_gradients(parameters: Iterable[nn.Parameter], group: Any = None) -> None:
+    """Replace each parameter's gradient by its mean over the ranks (what ``DistributedDataParallel`` does), in
+    one ``all_reduce`` of the flattened gradients; a missing gradient counts as zero. No-op without a group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    params = [p for p in parameters if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    flat /= dist.get_world_size(group)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()

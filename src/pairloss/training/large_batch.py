@@ -27,11 +27,14 @@ backward (the same chunking, RNG and batch-norm mode) and, for models without ba
 dropout, those of a plain backward on the whole batch in one pass.
 
 Mixed precision: ``amp_dtype`` (e.g. ``torch.bfloat16``) runs stages 1 and 3 under ``torch.autocast`` on the
-inputs' device; stage 2 always runs in the embeddings' float32 (or float64) precision.
+inputs' device; stage 2 always runs in the embeddings' float32 (or float64) precision. For float16, pass
+``scale_loss=grad_scaler.scale``: the stage-2 loss is scaled before its backward, so the embedding gradient that
+stage 3 back-propagates, and every parameter gradient, carry the scale that ``grad_scaler.step`` removes.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ from pairloss._validation import check_choice, check_tensor
 __all__ = ["BATCH_NORM_MODES", "LargeBatchResult", "large_batch_backward", "large_batch_step"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+ScaleFn = Callable[[Tensor], Tensor]
 
 #: How batch-norm layers are handled: ``frozen`` (evaluation mode during the step) or ``chunk`` (per-chunk
 #: stats).
@@ -116,6 +120,7 @@ def large_batch_backward(
     chunk_size: int = 256,
     batch_norm: str = "frozen",
     amp_dtype: torch.dtype | None = None,
+    scale_loss: ScaleFn | None = None,
 ) -> LargeBatchResult:
     """Accumulate into ``.grad`` the gradient of ``loss_fn(model(inputs), labels)`` with the multi-stage
     method.
@@ -129,9 +134,10 @@ def large_batch_backward(
         chunk_size: samples embedded at once in stages 1 and 3 (the memory knob).
         batch_norm: ``"frozen"`` or ``"chunk"`` (see the module docstring).
         amp_dtype: autocast dtype for the model passes (``None``: full precision).
+        scale_loss: applied to the stage-2 loss before its backward (``GradScaler.scale`` for float16).
 
     Returns:
-        The loss value and the stage-1 embeddings. Call ``optimizer.step()`` afterwards (or use
+        The loss value (unscaled) and the stage-1 embeddings. Call ``optimizer.step()`` afterwards (or use
         :func:`large_batch_step`).
     """
     check_tensor(inputs, "inputs")
@@ -165,9 +171,18 @@ def large_batch_backward(
         embeddings = stage_one.to(precision).requires_grad_(True)
         with torch.enable_grad():
             loss = loss_fn(embeddings, labels)
-            loss.backward()
+            (scale_loss(loss) if scale_loss is not None else loss).backward()
         if embeddings.grad is None:
             raise ValueError("loss_fn does not depend on the embeddings")
+        value = float(loss.detach())
+        if value != 0 and not bool(embeddings.grad.any()):
+            warnings.warn(
+                f"the gradient of loss_fn w.r.t. the embeddings is exactly 0 although the loss is {value:.6g}: "
+                "this step leaves the model as it is (a saturated loss, such as RS@k on an untrained network "
+                "whose similarities are all alike)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         grads = embeddings.grad.split(chunk_size)
 
         for chunk, state, grad in zip(chunks, states, grads, strict=True):
@@ -176,7 +191,7 @@ def large_batch_backward(
                 out = model(chunk)
             out.backward(grad.to(out.dtype))
         after_stage_one.restore()
-    return LargeBatchResult(float(loss.detach()), embeddings.detach())
+    return LargeBatchResult(value, embeddings.detach())
 
 
 def large_batch_step(
