@@ -357,20 +357,8 @@ def _bound_metrics(trace: list[list[float]]) -> dict[str, float]:
     }
 
 
-def _mean_ci(result: ExperimentResult, method: str, metric: str) -> tuple[float, float]:
-    from scipy import stats
-
-    values = [runs[method]["metrics"][metric] for runs in result.per_seed.values() if method in runs]
-    if not values:
-        return math.nan, 0.0
-    if len(values) < 2:
-        return float(values[0]), 0.0
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return float(np.mean(values)), half
-
-
 def make_figure(result: ExperimentResult, path: Path) -> None:
-    """Three stacked panels: test MAP@R and Recall@1 per method, the verdicts on MAP@R, the bound along a run."""
+    """Three stacked panels: test Recall@1 and MAP@R per method, the verdicts on MAP@R, the bound along a run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,32 +369,32 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     methods = [m.name for m in METHODS if m.name in result.summary]
     claims = [v for v in result.verdicts if v["metric"] == "map@r"]
     plt.rcParams.update({"font.size": 10})
-    fig, (top, middle, bottom) = plt.subplots(
-        3, 1, figsize=(8.0, 4.0 + 0.45 * (len(methods) + len(claims)) + 3.0),
-        gridspec_kw={"height_ratios": [len(methods) + 1, len(claims) + 1, 4]},
-    )  # fmt: skip
+    heights = [1.0 + 0.5 * len(methods), 1.2 + 0.4 * len(claims), 3.2]
+    fig = plt.figure(figsize=(8.0, sum(heights)), layout="constrained")
+    top_fig, middle_fig, bottom_fig = np.asarray(fig.subfigures(3, 1, height_ratios=heights)).ravel()
+    top = top_fig.subplots()
     rows = np.arange(len(methods))[::-1]
     for offset, metric, colour in ((0.2, "recall@1", "tab:blue"), (-0.2, "map@r", "tab:orange")):
-        stats_ = [_mean_ci(result, m, metric) for m in methods]
+        stats_ = [result.mean_ci(m, metric) for m in methods]
         top.barh(rows + offset, [s[0] for s in stats_], height=0.4, xerr=[s[1] for s in stats_], capsize=3,
                  color=colour, alpha=0.8, label=f"test {metric}")  # fmt: skip
     top.set_yticks(rows, methods)
-    top.set_xlabel("mean over seeds, 95% CI; test characters never seen in training")
-    top.legend(loc="lower right")
+    top.set_xlabel("mean over seeds with 95% CI (test characters never seen in training)")
+    top.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     top.set_title("Open-set glyph retrieval")
+    middle = middle_fig.subplots()
     plot_verdicts(middle, claims, metric="map@r")
-    middle.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, frameon=False)
-    runs = result.per_seed.get(0, {})
-    trace = np.asarray(runs.get("cross-entropy", {}).get("extra", {}).get("bound_trace", []), dtype=float)
+    middle.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+    bottom = bottom_fig.subplots()
+    trace = np.asarray(result.per_seed.get(0, {}).get("cross-entropy", {}).get("extra", {}).get("bound_trace", []))
     if trace.size:
         bottom.plot(trace[:, 0], trace[:, 1], label="CE (plain, current classifier)")
         bottom.plot(trace[:, 0], trace[:, 2], "--", label="PCE (λ = λ₀)")
         bottom.plot(trace[:, 0], trace[:, 3], ":", label="PCE − (1/λ)Σ‖c_kˢ − λθ_k‖² (proved bound)")
         bottom.set_yscale("symlog", linthresh=1.0)
-        bottom.legend(loc="lower right", fontsize=9)
+        bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False, fontsize=9)
     bottom.set_xlabel("update of the cross-entropy run (seed 0), on its batch")
-    bottom.set_ylabel("value (symlog)")
-    fig.tight_layout()
+    bottom.set_ylabel("value (symlog scale)")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -333,19 +333,6 @@ def _examples(model: AttentionHashingNet, queries: SalientImages, n: int) -> dic
     }
 
 
-def _mean_ci(result: ExperimentResult, method: str, metric: str) -> tuple[float, float]:
-    from scipy import stats
-
-    values = [runs[method]["metrics"][metric] for runs in result.per_seed.values() if method in runs]
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return math.nan, 0.0
-    if len(values) < 2:
-        return float(values[0]), 0.0
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return float(np.mean(values)), half
-
-
 def make_figure(result: ExperimentResult, path: Path) -> None:
     """mAP vs code length per method, the verdicts on mAP, and test images with ASH's attention maps (stacked)."""
     import matplotlib
@@ -365,7 +352,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     top_fig, middle_fig, bottom_fig = np.asarray(fig.subfigures(3, 1, height_ratios=heights)).ravel()
     top = top_fig.subplots()
     for method in [m.name for m in METHODS if m.name in result.summary]:
-        stats_ = [_mean_ci(result, method, f"mAP {b}b") for b in bits]
+        stats_ = [result.mean_ci(method, f"mAP {b}b") for b in bits]
         top.errorbar(bits, [s[0] for s in stats_], yerr=[s[1] for s in stats_], marker="o", capsize=3, label=method)
     top.set_xscale("log", base=2)
     top.set_xticks(bits, [str(b) for b in bits])
