@@ -369,8 +369,8 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     methods = [m.name for m in METHODS if m.name in result.summary]
     claims = [v for v in result.verdicts if v["metric"] == "map@r"]
     plt.rcParams.update({"font.size": 10})
-    heights = [1.0 + 0.5 * len(methods), 1.2 + 0.4 * len(claims), 3.2]
-    fig = plt.figure(figsize=(8.0, sum(heights)), layout="constrained")
+    heights = [1.0 + 0.5 * len(methods), 1.2 + 0.4 * len(claims), 3.6]
+    fig = plt.figure(figsize=(6.7, sum(heights)), layout="constrained")
     top_fig, middle_fig, bottom_fig = np.asarray(fig.subfigures(3, 1, height_ratios=heights)).ravel()
     top = top_fig.subplots()
     rows = np.arange(len(methods))[::-1]
@@ -379,12 +379,12 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
         top.barh(rows + offset, [s[0] for s in stats_], height=0.4, xerr=[s[1] for s in stats_], capsize=3,
                  color=colour, alpha=0.8, label=f"test {metric}")  # fmt: skip
     top.set_yticks(rows, methods)
-    top.set_xlabel("mean over seeds with 95% CI (test characters never seen in training)")
+    top.set_xlabel("unseen test characters: mean over seeds, 95% CI")
     top.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     top.set_title("Open-set glyph retrieval")
     middle = middle_fig.subplots()
     plot_verdicts(middle, claims, metric="map@r")
-    middle.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+    middle_fig.legend(*middle.get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
     bottom = bottom_fig.subplots()
     trace = np.asarray(result.per_seed.get(0, {}).get("cross-entropy", {}).get("extra", {}).get("bound_trace", []))
     if trace.size:
@@ -392,7 +392,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
         bottom.plot(trace[:, 0], trace[:, 2], "--", label="PCE (λ = λ₀)")
         bottom.plot(trace[:, 0], trace[:, 3], ":", label="PCE − (1/λ)Σ‖c_kˢ − λθ_k‖² (proved bound)")
         bottom.set_yscale("symlog", linthresh=1.0)
-        bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False, fontsize=9)
+        bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, frameon=False, fontsize=9)
     bottom.set_xlabel("update of the cross-entropy run (seed 0), on its batch")
     bottom.set_ylabel("value (symlog scale)")
     fig.savefig(path, dpi=100)

@@ -347,8 +347,8 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     claims = [v for v in result.verdicts if v["metric"].startswith("mAP")]
     examples = result.per_seed.get(0, {}).get("ASH", {}).get("extra", {}).get("examples")
     plt.rcParams.update({"font.size": 10})
-    heights = [3.2, 0.8 + 0.28 * len(claims), 2.6 if examples else 0.01]
-    fig = plt.figure(figsize=(8.0, sum(heights)), layout="constrained")
+    heights = [3.8, 0.8 + 0.28 * len(claims), 2.4 if examples else 0.01]
+    fig = plt.figure(figsize=(6.7, sum(heights)), layout="constrained")
     top_fig, middle_fig, bottom_fig = np.asarray(fig.subfigures(3, 1, height_ratios=heights)).ravel()
     top = top_fig.subplots()
     for method in [m.name for m in METHODS if m.name in result.summary]:
@@ -359,11 +359,13 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
     top.minorticks_off()
     top.set_xlabel("code length (bits)")
     top.set_ylabel("test mAP (mean, 95% CI)")
-    top.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    top.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False, fontsize=9)
     top.set_title("Hamming ranking of the database (salient-glyph images)")
     middle = middle_fig.subplots()
     plot_verdicts(middle, claims)
-    middle.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False, fontsize=9)
+    middle_fig.legend(
+        *middle.get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False, fontsize=9
+    )
     if examples:
         n = len(examples["images"])
         axes = bottom_fig.subplots(2, n, squeeze=False)
@@ -383,7 +385,7 @@ def make_figure(result: ExperimentResult, path: Path) -> None:
 
 
 CONFIG: dict[str, Any] = {
-    "trials": 6,
+    "trials": 4,
     "threads": 1,
     "n_classes": 10,
     "image_size": 24,
@@ -401,8 +403,8 @@ CONFIG: dict[str, Any] = {
     "hidden": 128,
     "bits": list(BITS),
     "tuning_bits": 32,
-    "updates": 300,
-    "validate_every": 100,
+    "updates": 160,
+    "validate_every": 80,
     "batch_size": 64,
     "weight_decay": 1e-5,
     "hashnet_gamma": 0.005,
