@@ -203,3 +203,30 @@ def test_memory_budget_error_says_what_is_needed() -> None:
     assert check_tensor_size([128] * 4, torch.float32, 8 * 2**30) == 128**4
     with pytest.raises(ValueError, match="beyond the memory budget"):
         multimarginal_sinkhorn(torch.rand(4, 4, 4), memory_budget=1000)
+
+
+@pytest.mark.parametrize("single_thread_entries", [2**26, 0])
+def test_small_cpu_solves_run_on_one_thread_and_restore_the_setting(
+    monkeypatch: pytest.MonkeyPatch, single_thread_entries: int
+) -> None:
+    import pairloss.losses.ot as ot_module
+
+    seen: list[int] = []
+    contract = ot_module._contract_last
+
+    def recording(kernel: torch.Tensor, scaling: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return contract(kernel, scaling)
+
+    monkeypatch.setattr(ot_module, "_contract_last", recording)
+    monkeypatch.setattr(ot_module, "SINGLE_THREAD_ENTRIES", single_thread_entries)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cost = sum_of_pairwise_costs(random_points(3, 6, seed=9))
+        result = multimarginal_sinkhorn(cost, relative_epsilon=0.1, tol=1e-9, max_iter=5000)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert set(seen) == ({1} if single_thread_entries else {2})
+    assert result.converged

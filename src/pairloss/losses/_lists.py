@@ -17,8 +17,10 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from pairloss._validation import check_floating, check_positive, check_tensor
+from pairloss.losses.base import BatchAxis
 
 __all__ = [
+    "LIST_BATCH_AXES",
     "PAD",
     "Lists",
     "chunked_list_sums",
@@ -37,6 +39,10 @@ PairLink = Callable[[Tensor, bool], Tensor]
 
 #: Relevance value of a padded slot.
 PAD = -1.0
+
+#: How padded lists ``(scores [B, L], relevance [B, L])`` split over ranks are joined: lists along axis 0, the
+#: shorter ones padded to the longest with the padding convention (score 0, relevance ``-1``).
+LIST_BATCH_AXES = {"scores": BatchAxis(pad=0.0), "relevance": BatchAxis(pad=PAD)}
 
 #: Bytes that the ``[b, L, L]`` pair temporaries of one chunk of lists may take.
 DEFAULT_LIST_MEMORY = 256 * 2**20

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from pairloss._validation import check_embeddings, check_labels
 
 __all__ = [
+    "BatchAxis",
     "EmbeddingLoss",
     "FunctionalEmbeddingLoss",
     "PairLoss",
@@ -18,6 +20,26 @@ __all__ = [
     "mean_of_active",
     "registered_losses",
 ]
+
+
+@dataclass(frozen=True)
+class BatchAxis:
+    """Where one argument of a loss holds its samples: what a batch split over ranks is concatenated along.
+
+    Read by :class:`pairloss.training.distributed.CrossRankLoss`, which gathers every rank's shard of each tensor
+    argument into the global batch.
+
+    Attributes:
+        axis: the sample axis. A sequence of tensors (e.g. a list of views) stands for their stack along a new
+            first axis, so each element's sample axis is ``axis − 1``. ``None``: the argument is not split over
+            ranks (e.g. shared proxies) and is passed as it is.
+        pad: the value that fills the other axes up to their largest size over the ranks (the padding convention
+            of the argument, e.g. ``-1`` for the relevance of a padded list slot and ``0`` for its score);
+            ``None``: the other axes must have the same size on every rank.
+    """
+
+    axis: int | None = 0
+    pad: float | None = None
 
 
 class PairLoss(nn.Module):
@@ -37,6 +59,9 @@ class PairLoss(nn.Module):
     #: True when the value is a function of row-block engine sums only, so that
     #: :class:`pairloss.training.distributed.CrossRankLoss` can split the anchors across ranks.
     supports_cross_rank: ClassVar[bool] = False
+    #: The sample axis (and padding) of each argument, by name, for a batch split over ranks; an argument not
+    #: named here has its samples along axis 0 and the same size on every rank along its other axes.
+    batch_axes: ClassVar[Mapping[str, BatchAxis]] = {}
     _registry: ClassVar[dict[str, type[PairLoss]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:

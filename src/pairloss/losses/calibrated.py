@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_floating, check_positive, check_tensor
-from pairloss.losses._lists import group_to_lists
-from pairloss.losses.base import PairLoss, mean_of_active
+from pairloss.losses._lists import PAD, group_to_lists
+from pairloss.losses.base import BatchAxis, PairLoss, mean_of_active
 from pairloss.losses.ranking import ranknet_loss
 
 __all__ = [
@@ -63,17 +63,22 @@ def _check_groups(group_ids: Tensor, n: int) -> Tensor:
 def self_boosted_pairwise_loss(
     logits: Tensor, labels: Tensor, ref_scores: Tensor, ref_labels: Tensor, *, sigma: float = 1.0
 ) -> Tensor:
-    """Self-boosted pairwise loss of SBCR (Zhang et al., CIKM 2024).
+    """Self-boosted pairwise loss of SBCR (Zhang, Liu, Bao, Yu, Song, CIKM 2024), a variant where the paper is silent.
 
     Impression ``i`` (current logit ``s_i``, click ``y_i``) carries the dumped logits ``s̃_j`` and clicks ``y_j``
-    of the ``M`` other candidates of its request, scored by an earlier snapshot of the model (``ref_scores``,
+    of the ``M`` other candidates of its request, scored by the deployed (older) model (``ref_scores``,
     ``ref_labels`` ``[n, M]``, label ``-1`` marks padding). With ``ℓ(t) = log(1 + e^{−σ t})``:
 
         L = (1 / |P|) Σ_i [ Σ_{j: y_i > y_j} ℓ(s_i − s̃_j) + Σ_{j: y_j > y_i} ℓ(s̃_j − s_i) ]
 
     ``|P|`` counts the pairs of the batch (0 pairs give 0). The dumped scores are constants (no gradient), so the
-    loss needs no request-grouped batch: each impression brings its own reference list. The paper leaves the
-    link and the normalisation open; the RankNet link and a mean over pairs are our choice.
+    loss needs no request-grouped batch: each impression brings its own reference list.
+
+    The paper's: each sample is compared with the ranking scores **and labels** that the online model dumped for
+    the candidates of the same query, so that samples can be shuffled freely; the deployed model is a few versions
+    older than the trained one. Library's choice (the paper's formula could not be read here): the logistic
+    (RankNet) link on the gap between the current and the dumped logit, its slope ``σ``, comparing ``i`` with the
+    dumped candidates on both sides (``y_j < y_i`` and ``y_j > y_i``), and the mean over the pairs of the batch.
     """
     labels = _check_clicks(logits, labels)
     check_floating(ref_scores, "ref_scores", ndim=2, finite=False)
@@ -98,22 +103,28 @@ def self_boosted_pairwise_loss(
     return mean_of_active(losses.sum(), (above.sum() + below.sum()).to(logits.dtype))
 
 
+#: The dumped reference lists ``[n, M]`` of impressions on different ranks are padded to the longest (label ``-1``).
+REFERENCE_LIST_AXES = {"ref_scores": BatchAxis(pad=0.0), "ref_labels": BatchAxis(pad=PAD)}
+
+
 class PiecewiseLinearCalibrator(nn.Module):
     """SBCR's calibration module: a monotone piecewise-linear map ``g(ŷ; x)`` of the ranking probability ``ŷ``.
 
     The unit interval is cut into ``K`` bins by edges ``0 = e_0 < e_1 < … < e_K = 1``. For each sample,
-    ``a = softmax(MLP(x))`` (``x`` the context features, gradient-stopped) gives the height of each bin, their
-    cumulative sums ``b_k = Σ_{i ≤ k} a_i`` (``b_0 = 0``, ``b_K = 1``) the calibrated value at each edge, and inside a
-    bin the map interpolates linearly:
+    ``a = softmax(MLP(x))`` gives the height of each bin, their cumulative sums ``b_k = Σ_{i ≤ k} a_i``
+    (``b_0 = 0``, ``b_K = 1``) the calibrated value at each edge, and inside a bin the map interpolates linearly:
 
         g(ŷ; x) = b_{k−1} + a_k · (ŷ − e_{k−1}) / (e_k − e_{k−1}),     ŷ ∈ [e_{k−1}, e_k]
 
     ``g`` is strictly increasing in ``ŷ`` for every ``x``, so when ``x`` holds request-level features only (the same
-    for all candidates of a request, our choice, as the paper's ``g(ŷ; q)`` is query-dependent) the order inside a
-    request is kept exactly. ``ŷ`` is also gradient-stopped: the calibration loss never changes the ranking head.
-    Edges default to equal width; pass quantiles of the expected ``ŷ`` (e.g. of the dumped scores) to spend the
-    bins where the predictions are, which matters for small CTRs. The last layer starts at zero weights and bias
-    ``log(e_k − e_{k−1})``, so an untrained calibrator is the identity ``g(ŷ; x) = ŷ`` (our choice).
+    for all candidates of a request) the order inside a request is kept exactly.
+
+    The paper's: a query-dependent, monotone, piecewise-linear function ``g(ŷ; q)`` of the predicted probability,
+    parameterised through a Softmax over its intervals, that separates calibration from ranking. Library's choice:
+    the features ``x`` (request-level features here), the MLP, the number of bins and their edges (equal width by
+    default; pass quantiles of the expected ``ŷ`` to spend the bins where the predictions are), the start at the
+    identity map (the last layer starts at zero weights and bias ``log(e_k − e_{k−1})``, so ``g(ŷ; x) = ŷ``), and
+    stopping the gradient at ``ŷ`` and ``x`` (the calibration loss never changes the ranking head).
     """
 
     def __init__(self, context_features: int, n_bins: int = 16, hidden: int = 32, edges: Tensor | None = None) -> None:
@@ -165,9 +176,10 @@ def sbcr_loss(
         L = BCE(σ(s), y) + α · L_SB(s; s̃, ỹ) + BCE(g(σ(s)^{sg}; x), y)
 
     ``L_SB`` is :func:`self_boosted_pairwise_loss`; ``calibrated`` is the output of
-    :class:`PiecewiseLinearCalibrator` (clipped to ``[eps, 1 − eps]`` for the log). The pointwise BCE on the
-    ranking head keeps its scores on the probability scale that the calibrator's bins cover (our choice; the
-    calibrator sees a gradient-stopped ``σ(s)``, so its loss does not reach the ranking head).
+    :class:`PiecewiseLinearCalibrator` (clipped to ``[eps, 1 − eps]`` for the log). The paper's: the ranking module
+    is trained with a pointwise and the self-boosted pairwise loss, the calibration module with a calibration
+    objective on its own output. Library's choice: BCE for both pointwise terms, the weight ``α`` on the pairwise
+    term only, and the unweighted sum of the three.
     """
     labels = _check_clicks(logits, labels)
     check_floating(calibrated, "calibrated", ndim=1)
@@ -272,6 +284,7 @@ class SelfBoostedPairwiseLoss(PairLoss):
     formula = "mean_P ℓ(s_i − s̃_j) [y_i>y_j] + ℓ(s̃_j − s_i) [y_j>y_i], s̃ dumped by an older model"
     paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
     family = "calibrated"
+    batch_axes = REFERENCE_LIST_AXES
 
     def __init__(self, sigma: float = 1.0) -> None:
         super().__init__()
@@ -287,6 +300,7 @@ class SBCRLoss(PairLoss):
     formula = "BCE(σ(s), y) + α L_SB(s; s̃) + BCE(g(σ(s)^sg; x), y), g monotone piecewise linear"
     paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
     family = "calibrated"
+    batch_axes = REFERENCE_LIST_AXES
 
     def __init__(self, alpha: float = 1.0, sigma: float = 1.0) -> None:
         super().__init__()

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_choice, check_floating, check_positive
-from pairloss.engine import PairBlock, row_block_sums
-from pairloss.losses.base import PairLoss
+from pairloss.engine import CROSS_RANK, PairBlock, row_block_sums
+from pairloss.losses.base import BatchAxis, PairLoss
 from pairloss.losses.ot import (
     DEFAULT_OT_MEMORY_BUDGET,
     check_tensor_size,
@@ -45,6 +45,9 @@ __all__ = [
 Views = Tensor | Sequence[Tensor]
 PairCost = Callable[[Tensor, Tensor], Tensor]
 COSTS = ("circular_variance", "sqeuclidean")
+#: Objects are along axis 1 of ``[k, n, d]`` (axis 0 of each matrix of a list of views): a batch split over ranks is
+#: joined there.
+VIEWS_BATCH_AXES = {"views": BatchAxis(axis=1)}
 
 
 def check_views(views: Views, name: str = "views") -> Tensor:
@@ -226,6 +229,7 @@ class M3GLoss(PairLoss):
         "gap. ICML 2024"
     )
     family = "multiview"
+    batch_axes = VIEWS_BATCH_AXES
 
     def __init__(
         self,
@@ -269,6 +273,11 @@ class M3GLoss(PairLoss):
 
 def _infonce_sum(query: Tensor, reference: Tensor, temperature: float) -> Tensor:
     """``Σ_i [−s_ii/τ + log Σ_j exp(s_ij/τ)]`` for cosine similarities of ``query[i]`` vs ``reference[j]``."""
+    if CROSS_RANK.get() is not None:
+        raise ValueError(
+            "the multi-view InfoNCE losses pair objects by their index in the batch, which the engine's cross-rank "
+            "pairs do not keep; wrap the loss in CrossRankLoss, which gathers the views along the object axis"
+        )
     n = query.shape[0]
     ids = torch.arange(n, device=query.device)
 
@@ -328,6 +337,7 @@ class PairwiseInfoNCELoss(PairLoss):
     formula = "1/(k(k−1)) Σ_{l≠m} mean_i [−s^{lm}_ii/τ + log Σ_j exp(s^{lm}_ij/τ)]"
     paper = "Tian, Krishnan, Isola. Contrastive multiview coding. ECCV 2020 (InfoNCE: Oord et al. 2018)"
     family = "multiview"
+    batch_axes = VIEWS_BATCH_AXES
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
@@ -346,6 +356,7 @@ class AverageOfRestInfoNCELoss(PairLoss):
         "gap. ICML 2024 (one-vs-average-of-rest baseline)"
     )
     family = "multiview"
+    batch_axes = VIEWS_BATCH_AXES
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from pairloss._validation import check_floating, check_positive
+from pairloss._validation import check_floating, check_positive, check_tensor
 
 __all__ = [
     "DEFAULT_OT_MEMORY_BUDGET",
@@ -51,6 +52,12 @@ DEFAULT_OT_MEMORY_BUDGET = 8 * 2**30
 
 #: Tensors of ``n_1 ⋯ n_k`` entries alive at once during a solve (cost, log-coupling, two temporaries).
 WORKING_COPIES = 4
+
+#: On a CPU, a solve whose tensor has at most this many entries runs on one thread. Each sweep is two
+#: memory-bound matrix-vector passes, which a second thread speeds up little, while every pass of a multi-threaded
+#: solve waits for its slowest thread: with another process on a core, each pass costs a scheduler slice (measured
+#: on 2 shared cores: n = 32, k = 4 took 8.9 s on 2 threads and 0.49 s on one). Set to 0 to keep torch's setting.
+SINGLE_THREAD_ENTRIES = 2**26
 
 
 def _format_bytes(n_bytes: float) -> str:
@@ -87,6 +94,20 @@ def pairwise_pairs(k: int) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(k), 2))
 
 
+@contextmanager
+def _one_cpu_thread(entries: int, device: torch.device) -> Iterator[None]:
+    """One CPU thread for work on at most :data:`SINGLE_THREAD_ENTRIES` entries; torch's setting otherwise."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or entries > SINGLE_THREAD_ENTRIES or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pairwise_cost_tensor(pairwise: Sequence[Tensor], sizes: Sequence[int]) -> Tensor:
     """The cost tensor ``C[i_1..i_k] = Σ_{l<m} c_lm[i_l, i_m]`` built by broadcasting ``k(k−1)/2`` matrices.
 
@@ -97,16 +118,18 @@ def pairwise_cost_tensor(pairwise: Sequence[Tensor], sizes: Sequence[int]) -> Te
     pairs = pairwise_pairs(k)
     if len(pairwise) != len(pairs):
         raise ValueError(f"{k} marginals need {len(pairs)} pairwise cost matrices, got {len(pairwise)}")
-    first = pairwise[0]
-    cost = torch.zeros(tuple(sizes), dtype=first.dtype, device=first.device)
     for (l, m), matrix in zip(pairs, pairwise, strict=True):
         if tuple(matrix.shape) != (sizes[l], sizes[m]):
             raise ValueError(
                 f"pairwise cost ({l}, {m}) must have shape {(sizes[l], sizes[m])}, got {tuple(matrix.shape)}"
             )
-        view = [1] * k
-        view[l], view[m] = sizes[l], sizes[m]
-        cost += matrix.reshape(view)
+    first = pairwise[0]
+    with _one_cpu_thread(math.prod(sizes), first.device):
+        cost = torch.zeros(tuple(sizes), dtype=first.dtype, device=first.device)
+        for (l, m), matrix in zip(pairs, pairwise, strict=True):
+            view = [1] * k
+            view[l], view[m] = sizes[l], sizes[m]
+            cost += matrix.reshape(view)
     return cost
 
 
@@ -180,7 +203,8 @@ class MultiMarginalResult:
         """
         coupling = self.coupling()
         k = coupling.ndim
-        return [coupling.sum(dim=tuple(d for d in range(k) if d not in (l, m))) for l, m in pairwise_pairs(k)]
+        with _one_cpu_thread(coupling.numel(), coupling.device):
+            return [coupling.sum(dim=tuple(d for d in range(k) if d not in (l, m))) for l, m in pairwise_pairs(k)]
 
     def transport_cost(self) -> Tensor:
         """The linear part ``⟨P, C⟩`` (what POT's ``sinkhorn2`` returns)."""
@@ -236,13 +260,47 @@ def _kron(vectors: Sequence[Tensor], like: Tensor) -> Tensor:
     return out
 
 
-def _contract_all_but(kernel: Tensor, scalings: Sequence[Tensor], l: int) -> Tensor:
-    """``r[i_l] = Σ_{i_-l} K[i] Π_{m≠l} u_m[i_m]``: one matrix-vector pass over the kernel (BLAS)."""
-    shape = kernel.shape
-    lead = _kron(scalings[:l], kernel)
-    trail = _kron(scalings[l + 1 :], kernel)
-    folded = kernel.reshape(lead.shape[0], shape[l], trail.shape[0])
-    return lead @ (folded @ trail)
+class _NonFiniteScaling(ArithmeticError):
+    """A scaling update overflowed: the kernel has to be refreshed from the log-coupling."""
+
+
+def _scale(u: list[Tensor], a: Sequence[Tensor], l: int, contracted: Tensor) -> Tensor:
+    """``u_l ← a_l / r_l`` with ``r_l`` the kernel contracted with every other scaling; returns ``r_l``."""
+    scaling = a[l] / contracted
+    if not math.isfinite(float(scaling.sum())):  # the scalings are positive: the sum is finite iff each one is
+        raise _NonFiniteScaling
+    u[l] = scaling
+    return contracted
+
+
+def _contract_last(kernel: Tensor, scaling: Tensor) -> Tensor:
+    """``Σ_{i_m} K[..., i_m] u[i_m]``: the kernel with its last axis contracted (one matrix-vector pass)."""
+    return (kernel.reshape(-1, kernel.shape[-1]) @ scaling).reshape(kernel.shape[:-1])
+
+
+def _kernel_sweep(kernel: Tensor, u: list[Tensor], a: Sequence[Tensor], head: Tensor | None = None) -> Tensor:
+    """One Gauss–Seidel sweep ``u_0, ..., u_{m−1}`` on a kernel over the first ``m`` axes; returns ``r_{m−1}``.
+
+    Two passes over the kernel whatever ``m``: ``head`` = the kernel with its last axis contracted (given when the
+    caller already has it), the same sweep on ``head`` for the first ``m − 1`` scalings (a tensor ``n_{m−1}``
+    times smaller), then the kernel contracted with the updated ``u_0 ⊗ ... ⊗ u_{m−2}`` for the last one. The
+    updates are those of the textbook sweep (each ``u_l`` sees the scalings updated before it), in ``⌈·⌉ 2`` passes
+    instead of ``m``.
+    """
+    m = kernel.ndim
+    if m == 1:
+        return _scale(u, a, 0, kernel)
+    _kernel_sweep(_contract_last(kernel, u[m - 1]) if head is None else head, u, a)
+    lead = _kron(u[: m - 1], kernel)
+    return _scale(u, a, m - 1, lead @ kernel.reshape(lead.shape[0], kernel.shape[-1]))
+
+
+def _head_marginal_error(head: Tensor, u: Sequence[Tensor], a: Sequence[Tensor]) -> float:
+    """``Σ_{l<k−1} ‖P_l − a_l‖₁`` from ``head`` (the kernel with its last axis contracted with ``u_{k−1}``)."""
+    m = head.ndim
+    coupling = head * _kron(u[:m], head).reshape(head.shape)
+    marginals = [coupling] if m == 1 else [coupling.sum(dim=[d for d in range(m) if d != l]) for l in range(m)]
+    return sum(float((marginal - w).abs().sum()) for marginal, w in zip(marginals, a[:m], strict=True))
 
 
 def _log_marginal(log_p: Tensor, l: int) -> Tensor:
@@ -280,9 +338,38 @@ def multimarginal_sinkhorn(
         check_every: sweeps between two evaluations of the marginal error (one extra pass over the tensor).
         memory_budget: bytes the solve may take (``None``: unchecked); ``ValueError`` beyond it.
 
-    The iterations run without autograd; differentiate through :class:`~pairloss.losses.multiview.M3GLoss` or
-    by Danskin's theorem (``∂OT_ε/∂C = P``).
+    The first sweep runs in the log domain; the following ones scale the kernel ``K = P`` (``P = K ⊙ ⊗u``), each
+    in two matrix-vector passes over ``K`` whatever ``k`` (see :func:`_kernel_sweep`), with the marginal error read
+    from the first pass; the scalings are absorbed into ``log P`` before they can overflow. On a CPU, solves of at
+    most :data:`SINGLE_THREAD_ENTRIES` entries run on one thread. The iterations run without autograd;
+    differentiate through :class:`~pairloss.losses.multiview.M3GLoss` or by Danskin's theorem (``∂OT_ε/∂C = P``).
     """
+    check_tensor(cost, "cost")
+    with _one_cpu_thread(cost.numel(), cost.device):
+        return _solve(
+            cost,
+            weights,
+            epsilon=epsilon,
+            relative_epsilon=relative_epsilon,
+            tol=tol,
+            max_iter=max_iter,
+            check_every=check_every,
+            memory_budget=memory_budget,
+        )
+
+
+def _solve(
+    cost: Tensor,
+    weights: Sequence[Tensor | None] | None = None,
+    *,
+    epsilon: float | None = None,
+    relative_epsilon: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+    check_every: int = 1,
+    memory_budget: int | None = DEFAULT_OT_MEMORY_BUDGET,
+) -> MultiMarginalResult:
+    """:func:`multimarginal_sinkhorn` on the threads that its caller chose."""
     check_floating(cost, "cost")
     k = cost.ndim
     if k < 2:
@@ -314,48 +401,50 @@ def multimarginal_sinkhorn(
         for l in range(k):
             log_p += log_a[l].reshape(shapes[l])
         g = [torch.zeros_like(w) for w in a]
-        for l in range(k):
-            delta = log_a[l] - _log_marginal(log_p, l)
-            log_p += delta.reshape(shapes[l])
-            g[l] += delta
-        # Then scaling iterations on the kernel K = current P (P = K ⊙ ⊗u): each update is one matrix-vector
-        # pass instead of a log-sum-exp; the scalings are absorbed into log P before they can overflow.
+        # Then scaling iterations on the kernel K = current P (P = K ⊙ ⊗u): each sweep is two matrix-vector
+        # passes over K (see _kernel_sweep) instead of log-sum-exps; the scalings are absorbed into log P before
+        # they can overflow. ``last`` is K contracted with every scaling but u_{k−1}: P_{k−1} = u_{k−1} ⊙ last.
         limit = math.log(torch.finfo(cost.dtype).max) / (2 * k)
-        kernel = log_p.exp()
         u = [torch.ones_like(w) for w in a]
 
-        def absorb() -> None:
-            nonlocal kernel
+        def log_domain_sweep() -> tuple[Tensor, Tensor]:
+            for l in range(k):
+                delta = log_a[l] - _log_marginal(log_p, l)
+                log_p.add_(delta.reshape(shapes[l]))
+                g[l] += delta
+            return log_p.exp(), a[k - 1]
+
+        def absorb() -> tuple[Tensor, Tensor]:
+            marginal = u[k - 1] * last
             for l in range(k):
                 log_u = u[l].log()
                 log_p.add_(log_u.reshape(shapes[l]))
                 g[l] += log_u
                 u[l] = torch.ones_like(u[l])
-            kernel = log_p.exp()
+            return torch.exp(log_p, out=kernel), marginal
 
+        kernel, last = log_domain_sweep()
         errors: list[float] = []
         error = math.inf
         iterations = 1
         while True:
+            head = _contract_last(kernel, u[k - 1])
             if iterations % check_every == 0 or iterations == max_iter:
-                error = sum(float((u[l] * _contract_all_but(kernel, u, l) - a[l]).abs().sum()) for l in range(k))
+                error = _head_marginal_error(head, u, a) + float((u[k - 1] * last - a[k - 1]).abs().sum())
                 errors.append(error)
                 if error < tol or not math.isfinite(error) or iterations == max_iter:
                     break
             iterations += 1
-            for l in range(k):
-                scaling = a[l] / _contract_all_but(kernel, u, l)
-                if not bool(torch.isfinite(scaling).all()):
-                    absorb()
-                    delta = log_a[l] - _log_marginal(log_p, l)
-                    log_p += delta.reshape(shapes[l])
-                    g[l] += delta
-                    kernel = log_p.exp()
-                    continue
-                u[l] = scaling
-            if float(torch.stack([v.log().abs().max() for v in u]).max()) > limit:
-                absorb()
-        absorb()
+            try:
+                last = _kernel_sweep(kernel, u, a, head)
+            except _NonFiniteScaling:
+                kernel, last = absorb()
+                kernel, last = log_domain_sweep()
+                continue
+            smallest, largest = torch.cat(u).aminmax()
+            if max(-math.log(float(smallest)), math.log(float(largest))) > limit:
+                kernel, last = absorb()
+        kernel, last = absorb()
         potentials = [epsilon * gl for gl in g]
         value = sum((f * w).sum() for f, w in zip(potentials, a, strict=True))
     assert isinstance(value, Tensor)

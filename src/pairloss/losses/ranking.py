@@ -45,6 +45,7 @@ from torch import Tensor
 
 from pairloss._validation import check_choice, check_positive
 from pairloss.losses._lists import (
+    LIST_BATCH_AXES,
     Lists,
     PairLink,
     chunked_list_sums,
@@ -502,6 +503,7 @@ class _RankingLoss(PairLoss):
 
     function: ClassVar[Callable[..., Tensor]]
     family = "ranking"
+    batch_axes = LIST_BATCH_AXES
 
     def __init__(self, **options: Any) -> None:
         super().__init__()

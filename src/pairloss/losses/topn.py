@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_positive
-from pairloss.losses._lists import prepare_lists
+from pairloss.losses._lists import LIST_BATCH_AXES, prepare_lists
 from pairloss.losses.base import PairLoss
 
 __all__ = [
@@ -75,8 +75,12 @@ def awtr_loss(
     that the model ranks low keep a full weight (it is in the true top-N), and so do pairs with a wrongly
     promoted item (it is in the predicted top-N); the rest of the list keeps a small weight ``α``, which trades
     overall ranking accuracy for top-N accuracy. ``α = 1`` gives RankNet's mean pairwise logistic loss.
-    The paper states the idea (adaptive weights emphasising the top-N of each donor's list) without a closed
-    form; the membership rule and the normalisation by the weight sum are this library's choices.
+
+    The paper's: a top-N recommendation loss whose weights adapt during training to emphasise the ranking of the
+    top-N candidates of each donor's list, trading overall accuracy for top-N accuracy. Library's choice (only the
+    abstract could be read here): the pairwise logistic link, the membership rule (current or true top-N), the
+    weight ``α + (1 − α)·max(m_i, m_j)``, recomputing the weights at every call, and the normalisation by the
+    weight sum. This is therefore a variant of AWTR, not the paper's formula.
 
     Args:
         scores: ``[B, L]`` model scores, larger = ranked higher.
@@ -157,6 +161,7 @@ class AWTRLoss(PairLoss):
     formula = "Σ w_ij log(1+e^{−σ(s_i−s_j)}) / Σ w_ij,  w_ij = α + (1−α)·[i or j in current/true top-N]"
     paper = "Shojaee, Chen, Jin. Adaptively weighted top-N recommendation for organ matching (AWTR)"
     family = "topn"
+    batch_axes = LIST_BATCH_AXES
 
     def __init__(self, top_n: int = 10, alpha: float = 0.3, sigma: float = 1.0) -> None:
         super().__init__()
@@ -174,6 +179,7 @@ class BPRLoss(PairLoss):
     formula = "mean_{rel_i>t≥rel_j} −log σ(s_i − s_j)"
     paper = "Rendle et al. BPR: Bayesian personalized ranking from implicit feedback. UAI 2009"
     family = "topn"
+    batch_axes = LIST_BATCH_AXES
 
     def __init__(self, threshold: float = 0.0) -> None:
         super().__init__()
@@ -189,6 +195,7 @@ class WARPLoss(PairLoss):
     formula = "mean_i Φ(r_i)/r_i Σ_{j∈V_i} (m − s_i + s_j),  Φ(r) = Σ_{k≤r} 1/k"
     paper = "Weston, Bengio, Usunier. WSABIE: scaling up to large vocabulary image annotation. IJCAI 2011"
     family = "topn"
+    batch_axes = LIST_BATCH_AXES
 
     def __init__(self, threshold: float = 0.0, margin: float = 1.0) -> None:
         super().__init__()

@@ -1,4 +1,9 @@
-"""Evaluation metrics: retrieval (faiss), ranking, top-N, calibration, multi-label and Hamming-ranking metrics."""
+"""Evaluation metrics: retrieval (faiss), ranking, top-N, calibration, multi-label and Hamming-ranking metrics.
+
+Each is a function of complete inputs (``ndcg_at_k(scores, relevance)``) and, for accumulating over batches and
+``torch.distributed`` ranks, a stateful class with ``update`` / ``compute`` / ``reset`` (``NDCG(k=10)``; see
+:mod:`pairloss.metrics.stateful`).
+"""
 
 from pairloss.metrics.calibration import (
     ReliabilityCurve,
@@ -28,11 +33,51 @@ from pairloss.metrics.multilabel import (
 )
 from pairloss.metrics.ranking import auc, gauc, mean_average_precision, mrr, ndcg_at_k
 from pairloss.metrics.retrieval import retrieval, retrieval_per_query
+from pairloss.metrics.stateful import (
+    AUC,
+    ECE,
+    GAUC,
+    MAP,
+    MRR,
+    NDCG,
+    PCOC,
+    Coverage,
+    HammingMAP,
+    LabelRankingAveragePrecision,
+    LogLoss,
+    MAPAtR,
+    Metric,
+    MultiLabelReport,
+    OneError,
+    RankingLoss,
+    RecallAtK,
+    RetrievalMetrics,
+    RPrecision,
+)
 from pairloss.metrics.topn import kendall_tau, precision_at_n, recall_at_n, top_n_hits
 
 __all__ = [
+    "AUC",
+    "ECE",
+    "GAUC",
+    "MAP",
+    "MRR",
+    "NDCG",
+    "PCOC",
+    "Coverage",
+    "HammingMAP",
     "HammingRanking",
+    "LabelRankingAveragePrecision",
+    "LogLoss",
+    "MAPAtR",
+    "Metric",
+    "MultiLabelReport",
+    "OneError",
+    "RPrecision",
+    "RankingLoss",
+    "RecallAtK",
     "ReliabilityCurve",
+    "RetrievalMetrics",
     "auc",
     "coverage",
     "ece",

@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pairloss.recipes.tuning import at_bounds
+
 __all__ = [
     "format_duration",
     "format_mean_std",
@@ -94,16 +96,35 @@ def _space(space: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def tuning_table(tuning: Mapping[str, Mapping[str, Any]], objective: str) -> str:
-    """One row per tuned method: trials, the search space, the chosen values and their validation score."""
+    """One row per tuned method: trials, the search space, the chosen values and their validation score.
+
+    A chosen value at an end of its range (:func:`~pairloss.recipes.tuning.at_bounds`) is marked ``(at low end)``
+    or ``(at high end)``, and a line under the table says what that means for the comparison.
+    """
     lines = [
         f"| method | trials | search space | chosen | {objective} |",
         "|---|---|---|---|---|",
     ]
+    marked = False
     for method, entry in tuning.items():
-        chosen = ", ".join(f"{k} = {_value(v)}" for k, v in entry.get("best", {}).items()) or "–"
+        ends = at_bounds(entry.get("space", {}), entry.get("best", {}))
+        marked = marked or bool(ends)
+        chosen = (
+            ", ".join(
+                f"{k} = {_value(v)}" + (f" (at {ends[k]} end)" if k in ends else "")
+                for k, v in entry.get("best", {}).items()
+            )
+            or "–"
+        )
         best = entry.get("best_value")
         score = f"{best:.4f}" if isinstance(best, float) else "–"
         lines.append(f"| {_cell(method)} | {entry['trials']} | {_cell(_space(entry['space']))} | {chosen} | {score} |")
+    if marked:
+        lines += [
+            "",
+            "A value marked *at an end* was chosen within 5% of the end of its search range (of its logarithm on a "
+            "log scale): that method's best setting may lie outside the range, so its row may understate it.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -10,19 +10,28 @@ Two ways, chosen per loss by :class:`CrossRankLoss` (``mode="auto"``):
   its references are the gathered batch of all ranks, so each rank computes 1/P of the pairs. The engine's row
   statistics are summed over ranks (``all_reduce``) before the loss combines them, so the value is the global loss
   on every rank. Gradients flow back to the owner of each reference row through the gather.
-* **gather** (any other loss, e.g. ranking losses whose groups are split across ranks): every tensor argument is
-  gathered with its gradient path and every rank computes the loss on the global batch (P-fold duplicated work).
+* **gather** (any other loss, e.g. ranking losses whose groups are split across ranks, multi-view losses): every
+  tensor argument is gathered along its sample axis (``PairLoss.batch_axes``: axis 1 of the views ``[k, n, d]``,
+  each matrix of a list of views, padded ranking lists) with its gradient path, and every rank computes the loss on
+  the global batch (P-fold duplicated work).
+
+Before any gather, the ranks exchange the shapes and dtypes of their arguments (and, in engine mode, the outcome of
+the local input checks), so that every rank takes the same decision: shards of different sizes are padded for the
+collectives; ranking lists of different lengths are padded to the longest with the padding convention (relevance
+``-1``); a rank without samples is fine as long as the global batch has some (engine losses then run in gather
+mode for that call); inputs that cannot be joined, or that fail the checks on one rank, raise the same
+``ValueError`` on every rank, before any collective that could wait for a missing partner or abort.
 
 Scaling: DDP averages parameter gradients over ranks. In both modes the gradient that reaches a rank's own
 embeddings is P times its share of the global gradient, so that the average over ranks is the global gradient.
-Unequal batch sizes are padded for the collectives and the padding removed again. Collectives come from
-``torch.distributed`` (gloo on CPU, nccl on GPU); nothing here talks to the network itself.
+Collectives come from ``torch.distributed`` (gloo on CPU, nccl on GPU); nothing here talks to the network itself.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,7 +40,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pairloss._collectives import Shape, exchange, gather_padded
 from pairloss.engine import CROSS_RANK
+from pairloss.losses.base import BatchAxis, check_pair_inputs
 
 __all__ = [
     "CrossRankLoss",
@@ -43,52 +54,72 @@ __all__ = [
 ]
 
 
-def _sizes(n: int, device: torch.device, group: Any) -> list[int]:
-    local = torch.tensor([n], device=device, dtype=torch.long)
-    sizes = [torch.zeros_like(local) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(sizes, local, group=group)
-    return [int(s) for s in sizes]
-
-
 class _GatherRows(torch.autograd.Function):
-    """All-gather of row blocks of unequal length; backward sums every rank's gradient for this rank's rows."""
+    """``gather_padded`` whose backward sums every rank's gradient for this rank's rows (and crops the padding)."""
 
     @staticmethod
-    def forward(ctx: Any, tensor: Tensor, sizes: list[int], rank: int, group: Any) -> Tensor:
-        width = max(sizes)
-        padded = tensor.new_zeros((width, *tensor.shape[1:]))
-        padded[: tensor.shape[0]] = tensor
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded.contiguous(), group=group)
-        ctx.sizes, ctx.rank, ctx.group = sizes, rank, group
-        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+    def forward(ctx: Any, tensor: Tensor, shapes: list[Shape], rank: int, group: Any, pad: float) -> Tensor:
+        ctx.shapes, ctx.rank, ctx.group = shapes, rank, group
+        return gather_padded(tensor, shapes, group, pad)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
+        own = ctx.shapes[ctx.rank]
+        if grad.shape[0] == 0:
+            return grad.new_zeros(own), None, None, None, None
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        start = sum(ctx.sizes[: ctx.rank])
-        return grad[start : start + ctx.sizes[ctx.rank]], None, None, None
+        start = sum(shape[0] for shape in ctx.shapes[: ctx.rank])
+        rows = grad[start : start + own[0]]
+        return rows[(slice(None), *(slice(0, n) for n in own[1:]))], None, None, None, None
 
 
-def all_gather_with_grad(tensor: Tensor, group: Any = None) -> tuple[Tensor, int]:
-    """Concatenate ``tensor`` (rows may differ in number per rank) from every rank, in rank order.
+def _moved(shape: Shape, axis: int) -> Shape:
+    return (shape[axis], *shape[:axis], *shape[axis + 1 :])
 
-    Returns the global tensor and the offset of this rank's rows in it. The gradient of every row goes back to the
-    rank that owns it, summed over all ranks that used it. Integer tensors (labels) are gathered without gradient.
+
+def _gather_known(tensor: Tensor, shapes: Sequence[Shape], axis: int, pad: float | None, group: Any) -> Tensor:
+    """Gather ``tensor`` along ``axis`` from every rank, knowing every rank's shape (checked to be joinable)."""
+    moved = [_moved(shape, axis) for shape in shapes]
+    local = tensor.movedim(axis, 0)
+    fill = 0.0 if pad is None else pad
+    if tensor.is_floating_point() or tensor.is_complex():
+        gathered: Tensor = _GatherRows.apply(local, moved, dist.get_rank(group), group, fill)
+    else:
+        gathered = gather_padded(local, moved, group, fill)
+    return gathered.movedim(0, axis)
+
+
+def _joinable(name: str, shapes: Sequence[Shape], dtypes: Sequence[str], axis: int, pad: float | None) -> str | None:
+    """Why the shards ``shapes`` of one argument cannot be joined along ``axis`` (``None``: they can)."""
+    described = ", ".join(f"rank {r}: {tuple(shape)} {dtype}" for r, (shape, dtype) in enumerate(zip(shapes, dtypes)))
+    if len({len(shape) for shape in shapes}) > 1 or len(set(dtypes)) > 1:
+        return f"{name} must have the same number of dimensions and dtype on every rank ({described})"
+    if not 0 <= axis < len(shapes[0]):
+        return f"{name} has no sample axis {axis} ({described})"
+    if pad is None and len({_moved(shape, axis)[1:] for shape in shapes}) > 1:
+        return f"{name} must have the same size on every rank along all axes but the sample axis {axis} ({described})"
+    return None
+
+
+def all_gather_with_grad(
+    tensor: Tensor, group: Any = None, *, axis: int = 0, pad: float | None = None
+) -> tuple[Tensor, int]:
+    """Concatenate ``tensor`` from every rank along ``axis``, in rank order.
+
+    Shards may differ in size along ``axis``; with ``pad`` given they may also differ along the other axes, which
+    are then filled with ``pad`` up to the largest size. Returns the global tensor and the offset of this rank's
+    samples in it. The gradient of every sample goes back to the rank that owns it, summed over all ranks that used
+    it. Integer tensors (labels) are gathered without gradient. Shards that cannot be joined raise the same
+    ``ValueError`` on every rank (the ranks exchange their shapes first).
     """
-    sizes = _sizes(tensor.shape[0], tensor.device, group)
-    rank = dist.get_rank(group)
-    offset = sum(sizes[:rank])
-    if not tensor.is_floating_point():
-        width = max(sizes)
-        padded = tensor.new_zeros((width, *tensor.shape[1:]))
-        padded[: tensor.shape[0]] = tensor
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded, group=group)
-        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)]), offset
-    gathered: Tensor = _GatherRows.apply(tensor, sizes, rank, group)
-    return gathered, offset
+    everyone = exchange((tuple(tensor.shape), str(tensor.dtype)), group)
+    shapes = [shape for shape, _ in everyone]
+    problem = _joinable("tensor", shapes, [dtype for _, dtype in everyone], axis, pad)
+    if problem is not None:
+        raise ValueError(f"all_gather_with_grad: {problem}")
+    offset = sum(shape[axis] for shape in shapes[: dist.get_rank(group)])
+    return _gather_known(tensor, shapes, axis, pad, group), offset
 
 
 class _SumAcrossRanks(torch.autograd.Function):
@@ -127,7 +158,11 @@ class _EngineHook:
 
 @contextmanager
 def cross_rank_pairs(group: Any = None) -> Iterator[None]:
-    """Within this block, every loss on the row-block engine pairs the local rows with the batches of all ranks."""
+    """Within this block, every loss on the row-block engine pairs the local rows with the batches of all ranks.
+
+    Only for losses marked ``supports_cross_rank`` (their value is a function of the engine's sums alone) and with a
+    non-empty shard on every rank; :class:`CrossRankLoss` checks both and handles every other case.
+    """
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("cross_rank_pairs needs an initialised torch.distributed process group")
     token = CROSS_RANK.set(_EngineHook(group))
@@ -137,21 +172,84 @@ def cross_rank_pairs(group: Any = None) -> Iterator[None]:
         CROSS_RANK.reset(token)
 
 
+@dataclass(frozen=True)
+class _Argument:
+    """What one rank tells the others about one argument of the loss before anything is gathered."""
+
+    name: str
+    kind: Literal["tensor", "tensors", "other"]
+    shapes: tuple[Shape, ...] = ()
+    dtypes: tuple[str, ...] = ()
+
+    @staticmethod
+    def describe(name: str, value: Any) -> _Argument:
+        if isinstance(value, Tensor) and value.ndim >= 1:
+            return _Argument(name, "tensor", (tuple(value.shape),), (str(value.dtype),))
+        if (
+            isinstance(value, list | tuple)
+            and len(value) > 0
+            and all(isinstance(v, Tensor) and v.ndim >= 1 for v in value)
+        ):
+            return _Argument(name, "tensors", tuple(tuple(v.shape) for v in value), tuple(str(v.dtype) for v in value))
+        return _Argument(name, "other")
+
+
+def _join_problem(arguments: Sequence[Sequence[_Argument]], axes: dict[str, BatchAxis]) -> str | None:
+    """Why the arguments of all ranks cannot be joined into one batch (``None``: they can)."""
+    names = [[a.name for a in rank_arguments] for rank_arguments in arguments]
+    if any(other != names[0] for other in names[1:]):
+        listed = "; ".join(f"rank {r}: {', '.join(n) or 'none'}" for r, n in enumerate(names))
+        return f"the loss was called with different arguments on different ranks ({listed})"
+    for column in zip(*arguments, strict=True):
+        first = column[0]
+        if any(a.kind != first.kind or len(a.shapes) != len(first.shapes) for a in column):
+            kinds = ", ".join(f"rank {r}: {a.kind} ×{max(1, len(a.shapes))}" for r, a in enumerate(column))
+            return f"argument {first.name!r} is not the same kind of value on every rank ({kinds})"
+        spec = axes.get(first.name, BatchAxis())
+        if first.kind == "other" or spec.axis is None:
+            continue
+        if first.kind == "tensors" and spec.axis == 0:
+            return (
+                f"argument {first.name!r} is a sequence of tensors, read as their stack along a new first axis: give "
+                "its sample axis (>= 1) in batch_axes"
+            )
+        axis = spec.axis - 1 if first.kind == "tensors" else spec.axis
+        for element in range(len(first.shapes)):
+            label = first.name if first.kind == "tensor" else f"{first.name}[{element}]"
+            problem = _joinable(
+                label, [a.shapes[element] for a in column], [a.dtypes[element] for a in column], axis, spec.pad
+            )
+            if problem is not None:
+                return problem
+    return None
+
+
 class CrossRankLoss(nn.Module):
     """Wrap any loss so that, under ``torch.distributed``, it is the loss of the concatenated global batch.
 
     Args:
-        loss: the loss module (any of the library's).
+        loss: the loss module (any of the library's, or any module whose tensor arguments hold samples along the
+            axes given by its ``batch_axes``, axis 0 by default).
         mode: ``"engine"`` (anchors local, references global, 1/P of the work; only for losses whose value comes
             entirely from the row-block engine, marked ``supports_cross_rank``), ``"gather"`` (gather every tensor
             argument and compute the whole loss on each rank), or ``"auto"`` (engine when supported).
         group: the process group (default: the world).
+        batch_axes: the sample axis (and padding) of arguments by name, over the loss's own ``batch_axes``
+            (:class:`~pairloss.losses.base.BatchAxis`); an argument named nowhere has its samples along axis 0.
 
     Outside an initialised process group the wrapper is the plain loss. With DDP, call ``backward`` on the returned
-    value as usual: DDP's gradient averaging then yields the gradient of the global loss.
+    value as usual: DDP's gradient averaging then yields the gradient of the global loss. Every call first exchanges
+    the arguments' shapes (one small collective), so that shards of any size, ranks without samples, and inputs that
+    cannot be joined are handled alike on every rank (see the module notes).
     """
 
-    def __init__(self, loss: nn.Module, mode: Literal["auto", "engine", "gather"] = "auto", group: Any = None):
+    def __init__(
+        self,
+        loss: nn.Module,
+        mode: Literal["auto", "engine", "gather"] = "auto",
+        group: Any = None,
+        batch_axes: Mapping[str, BatchAxis] | None = None,
+    ):
         super().__init__()
         if mode not in ("auto", "engine", "gather"):
             raise ValueError(f"mode must be 'auto', 'engine' or 'gather', got {mode!r}")
@@ -161,26 +259,73 @@ class CrossRankLoss(nn.Module):
         self.loss = loss
         self.mode = "engine" if mode == "engine" or (mode == "auto" and supported) else "gather"
         self.group = group
+        self.batch_axes: dict[str, BatchAxis] = {**getattr(loss, "batch_axes", {}), **(batch_axes or {})}
+        self._positional = _positional_names(loss)
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         if not (dist.is_available() and dist.is_initialized()):
             result: Tensor = self.loss(*args, **kwargs)
             return result
-        if self.mode == "engine":
+        names = [self._positional[i] if i < len(self._positional) else f"argument {i}" for i in range(len(args))]
+        if set(names) & set(kwargs):
+            raise TypeError(f"{type(self.loss).__name__} got {sorted(set(names) & set(kwargs))} twice")
+        named = dict(zip(names, args, strict=True)) | kwargs
+        local = [_Argument.describe(name, value) for name, value in named.items()]
+        status = self._local_status(named) if self.mode == "engine" else None
+        everyone = exchange((local, status), self.group)
+        problem = _join_problem([arguments for arguments, _ in everyone], self.batch_axes)
+        if problem is not None:
+            raise ValueError(f"CrossRankLoss({type(self.loss).__name__}): {problem}")
+        statuses = [s for _, s in everyone]
+        for rank, message in enumerate(statuses):
+            if message not in (None, "empty"):
+                raise ValueError(f"{message} (on rank {rank})")
+        if self.mode == "engine" and "empty" not in statuses:
             with cross_rank_pairs(self.group):
                 result = self.loss(*args, **kwargs)
             return result
-        gathered_args = [self._gather(a) for a in args]
-        gathered_kwargs = {k: self._gather(v) for k, v in kwargs.items()}
-        result = self.loss(*gathered_args, **gathered_kwargs)
+        shapes = [{a.name: a.shapes for a in arguments} for arguments, _ in everyone]
+        gathered = {name: self._gather(name, value, [s[name] for s in shapes]) for name, value in named.items()}
+        values = list(gathered.values())
+        result = self.loss(*values[: len(args)], **dict(list(gathered.items())[len(args) :]))
         # every rank computed the same global loss; the gather's backward already sums all P copies of each
         # row's gradient, which is the P-fold scaling that DDP's averaging expects.
         return result
 
-    def _gather(self, value: Any) -> Any:
+    def _local_status(self, named: dict[str, Any]) -> str | None:
+        """The local input check of an engine loss: ``None`` (fine), ``"empty"`` (no sample here), or its error."""
+        for name in ("embeddings", "ref_emb"):
+            value = named.get(name)
+            if isinstance(value, Tensor) and value.ndim == 2 and value.shape[0] == 0:
+                return "empty"
+        try:
+            check_pair_inputs(*(named.get(name) for name in ("embeddings", "labels", "ref_emb", "ref_labels")))  # type: ignore[arg-type]
+        except ValueError as error:
+            return str(error)
+        return None
+
+    def _gather(self, name: str, value: Any, shapes: Sequence[tuple[Shape, ...]]) -> Any:
+        spec = self.batch_axes.get(name, BatchAxis())
+        if spec.axis is None:
+            return value
         if isinstance(value, Tensor) and value.ndim >= 1:
-            return all_gather_with_grad(value, self.group)[0]
+            return _gather_known(value, [s[0] for s in shapes], spec.axis, spec.pad, self.group)
+        if shapes[0]:  # a sequence of tensors: their stack along a new first axis
+            return [
+                _gather_known(v, [s[i] for s in shapes], spec.axis - 1, spec.pad, self.group)
+                for i, v in enumerate(value)
+            ]
         return value
+
+
+def _positional_names(loss: nn.Module) -> list[str]:
+    """The names of the positional parameters of ``loss.forward`` (empty when it has no inspectable signature)."""
+    try:
+        parameters = inspect.signature(loss.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters if p.kind in kinds]
 
 
 @contextmanager
