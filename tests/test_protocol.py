@@ -164,8 +164,11 @@ def test_rerun_resumes_without_training_again(tmp_path: Path) -> None:
     run_experiment(TOY, out=tmp_path, seeds=3, quick=True)  # one more seed: only its four runs
     assert [(c["phase"], c["seed"]) for c in CALLS] == [("final", 2)] * 4
     CALLS.clear()
+    stale = tmp_path / "toy" / "checkpoints" / "final-base-0.pt"  # left by an interrupted run of the old config
+    stale.write_bytes(b"not this configuration's state")
     with pytest.warns(UserWarning, match="another protocol version, recipe, mode or configuration"):
         run_experiment(TOY, out=tmp_path, seeds=2, quick=True, overrides={"trials": 4})  # another config: from scratch
+    assert not stale.exists()
     assert (tmp_path / "toy" / "results.json.bak").exists()  # the replaced results are kept
     assert len([c for c in CALLS if c["phase"] == "tuning"]) == 4
 

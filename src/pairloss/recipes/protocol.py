@@ -433,6 +433,9 @@ def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mo
     )
     if not same:
         set_aside(path, "was written by another protocol version, recipe, mode or configuration")
+        # the training checkpoints of that run would resume another configuration's model: start those afresh
+        for stale in (path.parent / "checkpoints").glob("*.pt"):
+            stale.unlink()
     return saved if same else None
 
 
