@@ -29,8 +29,6 @@ cross-entropy of the current classifier) and how often the paper's pointwise for
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +53,7 @@ from pairloss.recipes.protocol import (
     RunContext,
     RunResult,
     Splits,
+    cache_key,
 )
 from pairloss.recipes.tuning import Choice, Float, Param
 from pairloss.training.loop import ClassBalancedBatches, FitConfig, ShuffledBatches, fit, optimizer_step
@@ -234,8 +233,7 @@ class _Data:
 
 def _splits(config: Mapping[str, Any], cache: Path) -> _Data:
     """Render (or load from the cache) the fit, validation and test glyph sets."""
-    key = hashlib.sha256(json.dumps({k: config[k] for k in _DATA_KEYS}, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache / f"glyphs-{key}.npz"
+    path = cache / f"glyphs-{cache_key(config, _DATA_KEYS)}.npz"
     names = ("fit", "validation", "test")
     if not path.exists():
         splits = glyph_retrieval_splits(

@@ -29,7 +29,6 @@ random crop of scikit-image's bundled photographs; nothing else in the image dep
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from pairloss.recipes.protocol import (
     RunContext,
     RunResult,
     Splits,
+    cache_key,
 )
 from pairloss.recipes.tuning import Float, Param
 from pairloss.training.loop import FitConfig, ShuffledBatches, fit, optimizer_step
@@ -136,10 +136,6 @@ _DATA_KEYS = (
 _PRETRAIN_KEYS = (*_DATA_KEYS, "widths", "pretrain_updates", "pretrain_batch_size", "pretrain_lr")
 
 
-def _key(config: Mapping[str, Any], keys: tuple[str, ...]) -> str:
-    return hashlib.sha256(json.dumps({k: config[k] for k in keys}, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _images(config: Mapping[str, Any], per_class: int, seed: int, characters: tuple[str, ...] | None = None,
             background_contrast: float | None = None) -> SalientImages:  # fmt: skip
     return salient_glyphs(
@@ -179,7 +175,7 @@ def prepare(ctx: PrepareContext) -> Splits:
     config = ctx.config
     if not set(BITS) <= set(config["bits"]) or config["tuning_bits"] not in config["bits"]:
         raise ValueError(f"bits must include {list(BITS)} (the claims name them) and tuning_bits")
-    pretrained = ctx.cache_dir / f"pretrained-features-{_key(config, _PRETRAIN_KEYS)}.pt"
+    pretrained = ctx.cache_dir / f"pretrained-features-{cache_key(config, _PRETRAIN_KEYS)}.pt"
     if not pretrained.exists():
         _pretrain(config, pretrained, ctx.reporter)
     fit_images = _images(config, config["fit_per_class"], 1)

@@ -37,6 +37,7 @@ in its docs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -68,6 +69,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "Splits",
+    "cache_key",
     "run_experiment",
 ]
 
@@ -101,6 +103,13 @@ RESULTS_KEYS = (
 
 Phase = Literal["tuning", "final"]
 Metrics = dict[str, float]
+
+
+def cache_key(config: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """A short hash of the configuration values ``keys``: names a cached artefact (rendered data, a pretrained
+    checkpoint) that those values, and no others, determine, so that a change to any of them makes a new one."""
+    text = json.dumps({k: config[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def resolve_config(
