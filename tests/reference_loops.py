@@ -295,3 +295,71 @@ def cosface(embeddings: Tensor, labels: Tensor, weight: Tensor, margin: float = 
     s = score_fn("cosine")
     logits = [[scale * (s(xi, wc) - (margin if c == yi else 0.0)) for c, wc in enumerate(w)] for xi, yi in zip(x, y)]
     return _cross_entropy(logits, y)
+
+
+def _reduce(values: Sequence[float], reducer: str, low: float | None = None, high: float | None = None) -> float:
+    """PML's reducers on a list of per-element losses."""
+    if reducer == "sum":
+        return sum(values)
+    if reducer == "mean":
+        return _mean(values)
+    kept = [v for v in values if (low is None or v > low) and (high is None or v < high)]
+    return _mean(kept)
+
+
+def pair_loss(
+    pairs: Pairs,
+    positive_link: Callable[[float], float],
+    negative_link: Callable[[float], float] | None = None,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 0.0,
+    reducer: str = "mean",
+    pooled: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+) -> float:
+    """A loss of the builder's pair form: each positive pair costs ``φ⁺(z)`` with the margin ``z = s − m_pos``,
+    each negative ``φ⁻(m_neg − s)`` (a distance flips both), each kind reduced on its own (or ``pooled``)."""
+    negative_link = positive_link if negative_link is None else negative_link
+    sign = -1.0 if pairs.is_distance else 1.0
+    pos, neg = [], []
+    for i in pairs.anchors():
+        pos += [positive_link(sign * (pairs.s[i][j] - pos_margin)) for j in pairs.positives(i)]
+        neg += [negative_link(sign * (neg_margin - pairs.s[i][j])) for j in pairs.negatives(i)]
+    if pooled:
+        return _reduce(pos + neg, reducer, low, high)
+    return _reduce(pos, reducer, low, high) + _reduce(neg, reducer, low, high)
+
+
+def row_loss(
+    pairs: Pairs,
+    gamma: tuple[float, float],
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 0.0,
+    add_one: bool = True,
+    combine: Callable[[float], float] | None = None,
+    reducer: str = "mean",
+    low: float | None = None,
+) -> float:
+    """A loss of the builder's row form: per anchor ``ψ⁺ + ψ⁻`` with ``ψ = (1/γ) log([1 +] Σ e^{−γ z})`` over its
+    positive (negative) margins, optionally through ``combine(ψ⁺ + ψ⁻)``; then reduced over anchors."""
+    sign = -1.0 if pairs.is_distance else 1.0
+    losses = []
+    for i in pairs.anchors():
+        parts = []
+        for kind, g in zip(("pos", "neg"), gamma):
+            members = pairs.positives(i) if kind == "pos" else pairs.negatives(i)
+            zs = [
+                sign * (pairs.s[i][j] - pos_margin) if kind == "pos" else sign * (neg_margin - pairs.s[i][j])
+                for j in members
+            ]
+            exponents = [-g * z for z in zs]
+            if add_one:
+                parts.append(_log1p_sum_exp(exponents) / g)
+            else:
+                parts.append(_log_sum_exp(exponents) / g)
+        value = parts[0] + parts[1]
+        losses.append(value if combine is None else combine(value))
+    return _reduce(losses, reducer, low)

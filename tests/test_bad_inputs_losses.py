@@ -63,6 +63,10 @@ INPUTS: dict[tuple[str, ...], Callable[[], tuple[dict[str, Any], dict[str, str]]
         _embedding_inputs(),
         {"embeddings": "float", "labels": "class_ids"},
     ),
+    ("embeddings", "labels", "indices_tuple", "ref_emb", "ref_labels"): lambda: (
+        _embedding_inputs(),
+        {"embeddings": "float", "labels": "class_ids"},
+    ),
     ("embeddings", "labels"): lambda: (_embedding_inputs(), {"embeddings": "float", "labels": "class_ids"}),
     ("logits", "labels", "group_ids"): lambda: (
         {"logits": torch.randn(12, dtype=torch.float64, generator=_generator()), "labels": CLICKS, "group_ids": GROUPS},
@@ -151,7 +155,6 @@ POSITIVE = (
     "max_iter",
     "check_every",
     "memory_budget",
-    "max_memory",
     "block_size",
     "chunk_size",
     "num_classes",

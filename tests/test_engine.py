@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairloss.engine import MAX_TEMPORARY_BYTES, PairBlock, auto_block_size, dense_row_sums, row_block_sums
+from pairloss import memory
+from pairloss.engine import PairBlock, auto_block_size, dense_row_sums, row_block_sums
+from pairloss.memory import MAX_TEMPORARY_BYTES
 from pairloss.pairs import label_masks, same_label
 from pairloss.similarity import (
     BaseSimilarity,
@@ -118,7 +120,8 @@ def test_multi_hot_masks() -> None:
 def test_auto_block_size_respects_budget(
     n_rows: int, n_columns: int, element_size: int, budget: int, copies: int
 ) -> None:
-    b = auto_block_size(n_rows, n_columns, element_size, budget, copies)
+    with memory.memory_budget(budget):
+        b = auto_block_size(n_rows, n_columns, element_size, copies)
     per_row = n_columns * element_size * copies
     row_bytes = n_columns * element_size
     assert 1 <= b <= n_rows
@@ -137,15 +140,16 @@ def test_automatic_block_size_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
         return block.sim.sum()[None]
 
     x = torch.randn(50, 4)
-    row_block_sums(
-        row,
-        x,
-        torch.zeros(50, dtype=torch.long),
-        similarity=CosineSimilarity(),
-        memory_budget=50 * 4 * 2 * 10,
-        working_copies=2,
-    )
+    with memory.memory_budget(50 * 4 * 2 * 10):
+        row_block_sums(row, x, torch.zeros(50, dtype=torch.long), similarity=CosineSimilarity(), working_copies=2)
     assert seen == [10] * 5
+    seen.clear()
+    memory.set_memory_budget(50 * 4 * 2 * 25)
+    try:
+        row_block_sums(row, x, torch.zeros(50, dtype=torch.long), similarity=CosineSimilarity(), working_copies=2)
+    finally:
+        memory.set_memory_budget(None)
+    assert seen == [25] * 2
 
 
 def test_invalid_block_size_and_row_function() -> None:

@@ -103,7 +103,7 @@ def test_losses_equal_loop_reference(name: str, multi_label: bool) -> None:
 def test_losses_with_reference_set(name: str) -> None:
     u, ref = _codes(5, seed=1), _codes(7, seed=2)
     labels, ref_labels = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([1, 1, 0, 2, 2, 3, 0])
-    got = FUNCTIONS[name](u, labels, ref, ref_labels, block_size=2)
+    got = FUNCTIONS[name](u, labels, ref_emb=ref, ref_labels=ref_labels, block_size=2)
     assert got.item() == pytest.approx(_reference(name, u, labels, ref, ref_labels), rel=1e-10)
 
 
@@ -355,7 +355,7 @@ def test_code_memory_compares_each_batch_with_all_written_codes() -> None:
     codes, refs = memory.update(torch.tensor([3, 1]), u)
     assert memory.written.tolist() == [True, True, True, True, False, False]
     assert torch.equal(codes[1], u.detach()[1]) and refs.tolist() == [0, 1, 0, 2]
-    loss = dpsh_loss(u, labels[[3, 1]], codes, refs, quantization_weight=0.0)
+    loss = dpsh_loss(u, labels[[3, 1]], ref_emb=codes, ref_labels=refs, quantization_weight=0.0)
     expected = 0.0
     for i, row in enumerate(u.detach().tolist()):
         for j, ref in enumerate(codes.tolist()):
@@ -436,3 +436,25 @@ def test_hashing_recipe_full_run(tmp_path: Path) -> None:
     result = run_experiment(RECIPE, out=tmp_path)
     assert result.mode == "full" and result.summary["ASH"]["mAP 32b"]["n"] == 5
     assert all(result.summary[m]["mAP 32b"]["mean"] > 0.1 for m in result.summary)  # above chance (10 classes)
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_reducers_and_mined_pairs(name: str) -> None:
+    """Hashing losses are pair losses: ``reducer="sum"`` sums what the default averages, and a miner's pairs
+    replace the label pairs."""
+    u, labels = _codes(8, seed=5), torch.tensor([0, 1, 0, 2, 1, 0, 3, 3])
+    zero = dict(quantization_weight=0.0) if name in ("dpsh", "ash") else {}
+    zero = {**zero, "regularization": 0.0} if name == "dsh" else zero
+    mean = FUNCTIONS[name](u, labels, **zero).item()
+    total = FUNCTIONS[name](u, labels, reducer="sum", **zero).item()
+    if name == "hashnet":  # ½ (mean over similar + mean over dissimilar pairs): each half summed
+        n_similar = int(((labels[:, None] == labels[None]).sum() - 8).item())
+        assert total > 0 and n_similar > 0
+    else:
+        assert total == pytest.approx(mean * 8 * 7, rel=1e-10)
+    if name == "dpsh":  # the listed pairs only: log(1 + e^θ) − θ on similar, log(1 + e^θ) on dissimilar pairs
+        a, p, n = torch.tensor([0, 0, 5]), torch.tensor([2, 5, 2]), torch.tensor([1, 3, 4])
+        mined = FUNCTIONS[name](u, labels, (a, p, a, n), **zero).item()
+        theta_p, theta_n = 0.5 * (u[a] * u[p]).sum(1), 0.5 * (u[a] * u[n]).sum(1)
+        terms = torch.cat([torch.nn.functional.softplus(-theta_p), torch.nn.functional.softplus(theta_n)])
+        assert mined == pytest.approx(terms.mean().item(), rel=1e-10)

@@ -14,9 +14,10 @@ from pytorch_metric_learning.distances import LpDistance as PMLLpDistance
 from torch import Tensor
 
 import reference_loops as ref
-from pairloss import engine, functional
+from pairloss import builder, engine, functional, links, memory
 from pairloss.engine import dense_row_sums
 from pairloss.losses import metric
+from pairloss.losses.metric import _common
 from pairloss.similarity import CosineSimilarity, LpDistance
 
 Loss = Callable[..., Tensor]
@@ -41,13 +42,26 @@ def _pml(loss: torch.nn.Module, miner: torch.nn.Module | None = None) -> Callabl
     return run
 
 
+def _with_reference(fn: Loss) -> Loss:
+    """``fn`` called with the reference set positionally, as the cases are."""
+
+    def call(x: Tensor, y: Tensor, rx: Tensor | None = None, ry: Tensor | None = None, **kw: object) -> Tensor:
+        return fn(x, y, ref_emb=rx, ref_labels=ry, **kw)
+
+    return call
+
+
 CASES: dict[str, Case] = {
     "contrastive": Case(
-        functional.contrastive_loss, _pml(pml_losses.ContrastiveLoss()), ref.contrastive, "euclidean", False
+        _with_reference(functional.contrastive_loss),
+        _pml(pml_losses.ContrastiveLoss()),
+        ref.contrastive,
+        "euclidean",
+        False,
     ),
     "contrastive_cosine": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.contrastive_loss(
-            x, y, rx, ry, pos_margin=0.8, neg_margin=0.3, distance=CosineSimilarity(), **kw
+            x, y, ref_emb=rx, ref_labels=ry, pos_margin=0.8, neg_margin=0.3, distance=CosineSimilarity(), **kw
         ),
         _pml(pml_losses.ContrastiveLoss(pos_margin=0.8, neg_margin=0.3, distance=PMLCosineSimilarity())),
         lambda p: ref.contrastive(p, 0.8, 0.3),
@@ -55,7 +69,9 @@ CASES: dict[str, Case] = {
         False,
     ),
     "triplet_all": Case(
-        lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(x, y, rx, ry, margin=0.3, **kw),
+        lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
+            x, y, ref_emb=rx, ref_labels=ry, margin=0.3, **kw
+        ),
         _pml(pml_losses.TripletMarginLoss(margin=0.3)),
         lambda p: ref.triplet(p, 0.3),
         "euclidean",
@@ -63,7 +79,7 @@ CASES: dict[str, Case] = {
     ),
     "triplet_cosine": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
-            x, y, rx, ry, margin=0.3, distance=CosineSimilarity(), **kw
+            x, y, ref_emb=rx, ref_labels=ry, margin=0.3, distance=CosineSimilarity(), **kw
         ),
         _pml(pml_losses.TripletMarginLoss(margin=0.3, distance=PMLCosineSimilarity())),
         lambda p: ref.triplet(p, 0.3),
@@ -71,7 +87,9 @@ CASES: dict[str, Case] = {
         True,
     ),
     "triplet_smooth": Case(
-        lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(x, y, rx, ry, smooth_loss=True, **kw),
+        lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
+            x, y, ref_emb=rx, ref_labels=ry, smooth_loss=True, **kw
+        ),
         _pml(pml_losses.TripletMarginLoss(smooth_loss=True)),
         lambda p: ref.triplet(p, 0.05, smooth=True),
         "euclidean",
@@ -79,7 +97,7 @@ CASES: dict[str, Case] = {
     ),
     "triplet_semihard": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
-            x, y, rx, ry, margin=0.4, mining="semihard", **kw
+            x, y, ref_emb=rx, ref_labels=ry, margin=0.4, mining="semihard", **kw
         ),
         _pml(pml_losses.TripletMarginLoss(margin=0.4), pml_miners.TripletMarginMiner(0.4, "semihard")),
         lambda p: ref.triplet(p, 0.4, "semihard"),
@@ -88,7 +106,7 @@ CASES: dict[str, Case] = {
     ),
     "triplet_semihard_cosine": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
-            x, y, rx, ry, margin=0.25, mining="semihard", distance=CosineSimilarity(), **kw
+            x, y, ref_emb=rx, ref_labels=ry, margin=0.25, mining="semihard", distance=CosineSimilarity(), **kw
         ),
         _pml(
             pml_losses.TripletMarginLoss(margin=0.25, distance=PMLCosineSimilarity()),
@@ -100,7 +118,7 @@ CASES: dict[str, Case] = {
     ),
     "triplet_batch_hard": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
-            x, y, rx, ry, margin=0.3, mining="batch_hard", **kw
+            x, y, ref_emb=rx, ref_labels=ry, margin=0.3, mining="batch_hard", **kw
         ),
         _pml(pml_losses.TripletMarginLoss(margin=0.3), pml_miners.BatchHardMiner()),
         lambda p: ref.triplet(p, 0.3, "batch_hard"),
@@ -109,7 +127,15 @@ CASES: dict[str, Case] = {
     ),
     "triplet_batch_hard_smooth_cosine": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.triplet_margin_loss(
-            x, y, rx, ry, margin=0.2, mining="batch_hard", smooth_loss=True, distance=CosineSimilarity(), **kw
+            x,
+            y,
+            ref_emb=rx,
+            ref_labels=ry,
+            margin=0.2,
+            mining="batch_hard",
+            smooth_loss=True,
+            distance=CosineSimilarity(),
+            **kw,
         ),
         _pml(
             pml_losses.TripletMarginLoss(margin=0.2, smooth_loss=True, distance=PMLCosineSimilarity()),
@@ -120,25 +146,25 @@ CASES: dict[str, Case] = {
         True,
     ),
     "multi_similarity": Case(
-        functional.multi_similarity_loss,
+        _with_reference(functional.multi_similarity_loss),
         _pml(pml_losses.MultiSimilarityLoss()),
         ref.multi_similarity,
         "cosine",
         False,
     ),
-    "circle": Case(functional.circle_loss, _pml(pml_losses.CircleLoss()), ref.circle, "cosine", True),
+    "circle": Case(_with_reference(functional.circle_loss), _pml(pml_losses.CircleLoss()), ref.circle, "cosine", True),
     "generalized_lifted_structure": Case(
-        functional.generalized_lifted_structure_loss,
+        _with_reference(functional.generalized_lifted_structure_loss),
         _pml(pml_losses.GeneralizedLiftedStructureLoss()),
         ref.generalized_lifted_structure,
         "euclidean",
         False,
     ),
-    "ntxent": Case(functional.ntxent_loss, _pml(pml_losses.NTXentLoss()), ref.ntxent, "cosine", True),
-    "supcon": Case(functional.supcon_loss, _pml(pml_losses.SupConLoss()), ref.supcon, "cosine", True),
+    "ntxent": Case(_with_reference(functional.ntxent_loss), _pml(pml_losses.NTXentLoss()), ref.ntxent, "cosine", True),
+    "supcon": Case(_with_reference(functional.supcon_loss), _pml(pml_losses.SupConLoss()), ref.supcon, "cosine", True),
     "generalized_lifted_structure_cosine": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.generalized_lifted_structure_loss(
-            x, y, rx, ry, distance=CosineSimilarity(), **kw
+            x, y, ref_emb=rx, ref_labels=ry, distance=CosineSimilarity(), **kw
         ),
         _pml(pml_losses.GeneralizedLiftedStructureLoss(distance=PMLCosineSimilarity())),
         ref.generalized_lifted_structure,
@@ -147,7 +173,7 @@ CASES: dict[str, Case] = {
     ),
     "ntxent_distance": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.ntxent_loss(
-            x, y, rx, ry, temperature=0.5, distance=LpDistance(), **kw
+            x, y, ref_emb=rx, ref_labels=ry, temperature=0.5, distance=LpDistance(), **kw
         ),
         _pml(pml_losses.NTXentLoss(temperature=0.5, distance=PMLLpDistance())),
         lambda p: ref.ntxent(p, 0.5),
@@ -156,7 +182,7 @@ CASES: dict[str, Case] = {
     ),
     "supcon_distance": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.supcon_loss(
-            x, y, rx, ry, temperature=0.5, distance=LpDistance(), **kw
+            x, y, ref_emb=rx, ref_labels=ry, temperature=0.5, distance=LpDistance(), **kw
         ),
         _pml(pml_losses.SupConLoss(temperature=0.5, distance=PMLLpDistance())),
         lambda p: ref.supcon(p, 0.5),
@@ -165,7 +191,7 @@ CASES: dict[str, Case] = {
     ),
     "margin": Case(
         lambda x, y, rx=None, ry=None, **kw: functional.margin_loss(
-            x, y, rx, ry, beta=torch.tensor([1.2], dtype=torch.float32), **kw
+            x, y, ref_emb=rx, ref_labels=ry, beta=torch.tensor([1.2], dtype=torch.float32), **kw
         ),
         _pml(pml_losses.MarginLoss()),
         lambda p: ref.margin(p, beta=[float(torch.tensor(1.2, dtype=torch.float32))]),
@@ -208,7 +234,7 @@ def test_matches_loop_reference(name: str, with_reference: bool) -> None:
     case = CASES[name]
     x, y = _batch(10, seed=2)
     rx, ry = _batch(6, seed=3) if with_reference else (None, None)
-    expected = case.loop(ref.Pairs(x, y, rx, ry, score=case.score))
+    expected = case.loop(ref.Pairs(x, y, ref_emb=rx, ref_labels=ry, score=case.score))
     assert float(case.ours(x, y, rx, ry)) == pytest.approx(expected, abs=1e-9, rel=1e-9)
 
 
@@ -228,7 +254,8 @@ def test_blocks_equal_dense(name: str, block_size: int, monkeypatch: pytest.Monk
     for args in [(x, y, None, None), (x, y, rx, ry)]:
         blocked, blocked_grad = _value_and_grad(CASES[name].ours, *args, block_size=block_size)
         with monkeypatch.context() as patch:
-            patch.setattr(metric, "row_block_sums", _dense_engine)
+            for module in ENGINE_USERS:
+                patch.setattr(module, "row_block_sums", _dense_engine)
             dense, dense_grad = _value_and_grad(CASES[name].ours, *args)
         assert blocked == pytest.approx(dense, abs=1e-6)
         torch.testing.assert_close(blocked_grad, dense_grad, atol=1e-6, rtol=1e-6)
@@ -239,7 +266,7 @@ def test_blocks_equal_dense(name: str, block_size: int, monkeypatch: pytest.Monk
 def test_sparse_and_dense_paths_match_pml(name: str, sparse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The losses with slopes take sparse shortcuts when few pairs are active or positive; both ways agree."""
     monkeypatch.setattr(engine, "SPARSE_SLOPE_DENSITY", 1.0 if sparse else 0.0)
-    monkeypatch.setattr(metric, "_SPARSE_MASK_DENSITY", 1.0 if sparse else 0.0)
+    monkeypatch.setattr(links, "SPARSE_MASK_DENSITY", 1.0 if sparse else 0.0)
     case = CASES[name]
     x, y = _batch(16, classes=6, seed=7)
     for args in [(y, None, None), (y, *_batch(9, classes=6, seed=8))]:
@@ -251,8 +278,12 @@ def test_sparse_and_dense_paths_match_pml(name: str, sparse: bool, monkeypatch: 
     assert torch.autograd.gradcheck(lambda e: case.ours(e, y[:7], block_size=3), (leaf,), eps=1e-6, atol=1e-5)
 
 
+#: The modules that call the engine for the metric losses (patched with the dense reference engine).
+ENGINE_USERS = (builder, _common)
+
+
 def _dense_engine(row_fn: Callable[..., Tensor], *args: object, **kwargs: object) -> Tensor:
-    engine_only = ("block_size", "working_copies", "memory_budget", "symmetric")
+    engine_only = ("block_size", "working_copies", "symmetric")
     kwargs = {k: v for k, v in kwargs.items() if k not in engine_only}
     return dense_row_sums(row_fn, *args, **kwargs)  # type: ignore[arg-type]
 
@@ -323,7 +354,7 @@ def test_generic_pair_rule_one_positive_and_one_negative_pair() -> None:
     rx = torch.randn(2, 4, dtype=torch.float64)
     y, ry = torch.tensor([0]), torch.tensor([0, 1])
     for fn in (functional.multi_similarity_loss, functional.generalized_lifted_structure_loss):
-        assert float(fn(x, y, rx, ry)) == 0.0
+        assert float(fn(x, y, ref_emb=rx, ref_labels=ry)) == 0.0
     assert float(pml_losses.MultiSimilarityLoss()(x, y, ref_emb=rx, ref_labels=ry)) == 0.0
 
 
@@ -355,7 +386,7 @@ def test_smooth_triplets_in_chunks_of_one_positive(mining: str, monkeypatch: pyt
         functional.triplet_margin_loss, x, y, margin=0.5, smooth_loss=True, mining=mining
     )
     assert whole == pytest.approx(ref.triplet(ref.Pairs(x, y), 0.5, mining, smooth=True), rel=1e-12)
-    monkeypatch.setattr(engine, "MAX_TEMPORARY_BYTES", 1)  # one positive per chunk
+    monkeypatch.setattr(memory, "MAX_TEMPORARY_BYTES", 1)  # one positive per chunk
     loss = functional.triplet_margin_loss
     chunked, chunked_grad = _value_and_grad(loss, x, y, margin=0.5, smooth_loss=True, mining=mining)
     assert chunked == pytest.approx(whole, rel=1e-12)
@@ -373,7 +404,7 @@ def test_triplet_rejects_unsupported_options() -> None:
     with pytest.raises(ValueError, match="mining"):
         metric.TripletMarginLoss(mining="hardest")
     with pytest.raises(ValueError, match="similarity"):
-        metric.CircleLoss(distance=metric.LpDistance())
+        metric.CircleLoss(distance=LpDistance())
 
 
 def test_npairs_matches_pml_and_reference() -> None:

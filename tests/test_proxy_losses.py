@@ -143,3 +143,29 @@ def test_arcface_margin_is_in_degrees() -> None:
     zero_margin = functional.arcface_loss(x, y, w, margin=0.0, scale=10.0)
     assert float(zero_margin) == pytest.approx(float(functional.cosface_loss(x, y, w, margin=0.0, scale=10.0)))
     assert float(functional.arcface_loss(x, y, w, margin=28.6, scale=10.0)) > float(zero_margin)
+
+
+@pytest.mark.parametrize("name", ["proxy_nca", "normalized_softmax", "arcface", "cosface"])
+@pytest.mark.parametrize("reducer", ["sum", "avg_non_zero", "threshold"])
+def test_per_sample_reducers_match_pml(name: str, reducer: str) -> None:
+    import pytorch_metric_learning.reducers as pml_reducers
+
+    from pairloss import reducers
+
+    ours_reducer, theirs_reducer = {
+        "sum": (reducers.SumReducer(), pml_reducers.SumReducer()),
+        "avg_non_zero": (reducers.AvgNonZeroReducer(), pml_reducers.AvgNonZeroReducer()),
+        "threshold": (reducers.ThresholdReducer(high=3.0), pml_reducers.ThresholdReducer(high=3.0)),
+    }[reducer]
+    ours_cls, pml_cls, attr, _, _ = CASES[name]
+    ours = ours_cls(C, D, reducer=ours_reducer).double()
+    theirs = pml_cls(num_classes=C, embedding_size=D, reducer=theirs_reducer)
+    getattr(theirs, attr).data = getattr(ours, attr).detach().clone()
+    x, y = _batch(seed=7)
+    assert ours(x, y).item() == pytest.approx(theirs(x, y).item(), rel=1e-9)
+    per_sample = ours_cls(C, D, reducer="none").double()
+    getattr(per_sample, attr).data = getattr(ours, attr).detach().clone()
+    elements = per_sample(x, y)["loss"]["losses"]
+    summed = ours_cls(C, D, reducer="sum").double()
+    getattr(summed, attr).data = getattr(ours, attr).detach().clone()
+    assert elements.shape == (12,) and float(elements.sum()) == pytest.approx(float(summed(x, y)), rel=1e-12)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import pairloss
 from pairloss import functional
 from pairloss.losses import RecallAtKSurrogateLoss, SmoothAPLoss, registered_losses
 from pairloss.losses.recall import recall_at_k_surrogate_loss, simix, smooth_ap_loss
@@ -108,7 +109,7 @@ def test_rsk_code_variant_differs_from_paper() -> None:
 def test_rsk_reference_set_matches_loop() -> None:
     emb, labels = batch(8)
     ref, ref_labels = torch.randn(10, 5, dtype=torch.float64), torch.arange(10) % 4
-    got = recall_at_k_surrogate_loss(emb, labels, ref, ref_labels, k=(1, 3), tau2=0.2)
+    got = recall_at_k_surrogate_loss(emb, labels, ref_emb=ref, ref_labels=ref_labels, k=(1, 3), tau2=0.2)
     want = rsk_reference(emb, labels, ref, ref_labels, k=(1, 3), tau2=0.2)
     assert got.item() == pytest.approx(want, abs=1e-10)
 
@@ -134,7 +135,8 @@ def test_blocked_and_chunked_equal_dense(block_size: int, budget: int) -> None:
         dense = fn(dense_emb, labels, block_size=30)
         dense.backward()
         blocked_emb = emb.clone().requires_grad_()
-        blocked = fn(blocked_emb, labels, block_size=block_size, memory_budget=budget)
+        with pairloss.memory_budget(budget):
+            blocked = fn(blocked_emb, labels, block_size=block_size)
         blocked.backward()
         assert blocked.item() == pytest.approx(dense.item(), abs=1e-6)
         assert torch.allclose(blocked_emb.grad, dense_emb.grad, atol=1e-6)
@@ -151,7 +153,7 @@ def test_gradcheck() -> None:
     ref = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     ref_labels = torch.tensor([0, 1, 2, 2, 5])
     assert torch.autograd.gradcheck(
-        lambda e, r: recall_at_k_surrogate_loss(e, labels, r, ref_labels, tau2=0.5), (emb, ref)
+        lambda e, r: recall_at_k_surrogate_loss(e, labels, ref_emb=r, ref_labels=ref_labels, tau2=0.5), (emb, ref)
     )
 
 
@@ -223,8 +225,12 @@ def test_invalid_hyper_parameters() -> None:
         recall_at_k_surrogate_loss(emb, labels, tau2=0.0)
     with pytest.raises(ValueError, match="tau"):
         smooth_ap_loss(emb, labels, tau=-1.0)
+    with pytest.raises(ValueError, match="indices_tuple"):
+        smooth_ap_loss(emb, labels, (labels, labels, labels))
+    with pytest.raises(ValueError, match="ref_emb="):  # a reference set passed where PML's call has indices_tuple
+        recall_at_k_surrogate_loss(emb, labels, emb, labels)
     with pytest.raises(ValueError, match="use_simix"):
-        recall_at_k_surrogate_loss(emb, labels, emb, labels, use_simix=True)
+        recall_at_k_surrogate_loss(emb, labels, ref_emb=emb, ref_labels=labels, use_simix=True)
 
 
 def test_simix_pairs_and_similarity_mixing() -> None:
@@ -306,7 +312,8 @@ def test_engine_rsk_equals_dense_tensor_version() -> None:
     dense = rsk_dense(dense_emb, labels)
     dense.backward()
     blocked_emb = emb.clone().requires_grad_()
-    blocked = recall_at_k_surrogate_loss(blocked_emb, labels, block_size=6, memory_budget=3000)
+    with pairloss.memory_budget(3000):
+        blocked = recall_at_k_surrogate_loss(blocked_emb, labels, block_size=6)
     blocked.backward()
     assert blocked.item() == pytest.approx(dense.item(), abs=1e-6)
     assert torch.allclose(blocked_emb.grad, dense_emb.grad, atol=1e-6)

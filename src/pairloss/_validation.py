@@ -76,6 +76,33 @@ def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_pair_inputs(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Validate ``(embeddings [N, D], labels [N])`` and an optional reference set ``(ref_emb [M, D], ref_labels)``.
+
+    Raises ``ValueError`` on wrong shapes, non-float embeddings, NaN/inf values, mismatched lengths or feature
+    sizes, and a reference set given without its labels. Returns the labels moved to the embeddings' device.
+    """
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0], device=embeddings.device)
+    if (ref_emb is None) != (ref_labels is None):
+        raise ValueError("ref_emb and ref_labels must be given together")
+    if ref_emb is not None and ref_labels is not None:
+        check_embeddings(ref_emb, "ref_emb")
+        if ref_emb.shape[1] != embeddings.shape[1]:
+            raise ValueError(f"ref_emb has {ref_emb.shape[1]} features but embeddings have {embeddings.shape[1]}")
+        if ref_emb.dtype != embeddings.dtype:
+            raise ValueError(f"ref_emb dtype {ref_emb.dtype} differs from embeddings dtype {embeddings.dtype}")
+        ref_labels = check_labels(ref_labels, ref_emb.shape[0], "ref_labels", device=embeddings.device)
+        if ref_labels.ndim != labels.ndim:
+            raise ValueError("labels and ref_labels must both be class ids or both be multi-hot")
+    return embeddings, labels, ref_emb, ref_labels
+
+
 def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
     """Check that ``value`` is an integer (not a bool or a float) and at least ``minimum`` when given."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

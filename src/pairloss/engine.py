@@ -37,14 +37,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from pairloss import memory
 from pairloss._sparse_pairs import SparsePairWeights
-from pairloss.pairs import label_masks
+from pairloss.pairs import LabelPairs, PairSelector
 from pairloss.similarity import BaseSimilarity
 
 __all__ = [
     "CROSS_RANK",
-    "DEFAULT_MEMORY_BUDGET",
-    "MAX_TEMPORARY_BYTES",
     "SPARSE_SLOPE_DENSITY",
     "CrossRankHook",
     "PairBlock",
@@ -54,15 +53,6 @@ __all__ = [
     "dense_row_sums",
     "row_block_sums",
 ]
-
-#: Bytes that one block's temporaries may take (similarities, masks and the row function's intermediates).
-DEFAULT_MEMORY_BUDGET = 512 * 2**20
-
-#: Largest single ``[b, M]`` temporary. The C allocator hands larger buffers back to the system when they are freed
-#: (glibc's mmap threshold is at most 32 MiB), so every block would page-fault its temporaries in again, which costs
-#: about four times the arithmetic on them; smaller blocks reuse the same memory. Measured at N = 8192: contrastive
-#: forward + backward 2.2 s with 2730-row blocks, 1.45 s with 256-row blocks.
-MAX_TEMPORARY_BYTES = 8 * 2**20
 
 #: A slope with at most this fraction of non-zero entries is applied by two sparse (compressed-row) products
 #: instead of two dense matmuls over the whole block.
@@ -75,8 +65,9 @@ class PairBlock:
 
     Attributes:
         sim: ``[b, M]`` similarities (or distances, see ``similarity.is_inverted``).
-        positive: ``[b, M]`` bool, same label and not the anchor itself.
-        negative: ``[b, M]`` bool, different label.
+        positive: ``[b, M]`` bool, the positive pairs of the loss's pair selector (by default: same label and not
+            the anchor itself).
+        negative: ``[b, M]`` bool, the negative pairs (by default: different label).
         rows: ``[b]`` global index of each anchor in the query batch.
         query_labels: labels of the block's anchors, ``[b]`` or ``[b, C]``.
         reference_labels: labels of the references, ``[M]`` or ``[M, C]``.
@@ -87,6 +78,9 @@ class PairBlock:
         column_offset: index of the block's first reference column in the whole reference set (non-zero only in
             the engine's symmetric mode, where a block sees the columns from its first row on, and the pairs
             ``j <= i`` are in neither mask).
+        positive_count, negative_count: how often each pair was selected, where a selector (mined indices) can
+            select a pair more than once; ``None`` when each selected pair counts once.
+        triplets: ``(anchor row, positive column, negative column)`` of a selector that lists triplets.
     """
 
     sim: Tensor
@@ -100,6 +94,9 @@ class PairBlock:
     params: tuple[Tensor, ...]
     self_pairs: bool
     column_offset: int = 0
+    positive_count: Tensor | None = None
+    negative_count: Tensor | None = None
+    triplets: tuple[Tensor, Tensor, Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,19 +150,20 @@ class CrossRankHook(Protocol):
 CROSS_RANK: ContextVar[CrossRankHook | None] = ContextVar("pairloss_cross_rank", default=None)
 
 
-def auto_block_size(n_rows: int, n_columns: int, element_size: int, budget: int, working_copies: int) -> int:
-    """Rows per block: ``working_copies`` temporaries of ``[b, n_columns]`` fit in ``budget`` bytes, and each one
-    stays under :data:`MAX_TEMPORARY_BYTES`."""
-    row_bytes = max(1, n_columns * element_size)
-    by_budget = budget // (row_bytes * working_copies)
-    by_allocator = MAX_TEMPORARY_BYTES // row_bytes
-    return int(max(1, min(n_rows, by_budget, by_allocator)))
+def auto_block_size(n_rows: int, n_columns: int, element_size: int, working_copies: int) -> int:
+    """Rows per block: ``working_copies`` temporaries of ``[b, n_columns]`` fit the memory budget
+    (:func:`pairloss.memory.get_memory_budget`), and each one stays under
+    :data:`~pairloss.memory.MAX_TEMPORARY_BYTES`."""
+    return memory.rows_per_block(
+        n_rows, n_columns * element_size, working_copies, max_temporary=memory.MAX_TEMPORARY_BYTES
+    )
 
 
 @dataclass(frozen=True)
 class _Plan:
     row_fn: RowFunction
     similarity: BaseSimilarity
+    pairs: PairSelector
     query_labels: Tensor
     reference_labels: Tensor
     self_offset: int | None
@@ -174,7 +172,7 @@ class _Plan:
     wants_gradient: bool
 
     def blocks(self, n: int) -> list[tuple[int, int]]:
-        return [(start, min(start + self.block_size, n)) for start in range(0, n, self.block_size)]
+        return memory.row_blocks(n, self.block_size)
 
     def block_result(
         self, query_block: Tensor, reference: Tensor, start: int, params: Sequence[Tensor]
@@ -187,18 +185,11 @@ class _Plan:
         column_offset = start if self.symmetric else 0
         reference = reference[column_offset:]
         reference_labels = self.reference_labels[column_offset:]
-        if self.symmetric:
-            positive, negative = label_masks(query_labels, reference_labels)
-            upper = torch.ones(b, b, dtype=torch.bool, device=positive.device).triu_(1)
-            positive[:, :b] &= upper
-            negative[:, :b] &= upper
-        else:
-            self_columns = None if self.self_offset is None else rows + self.self_offset
-            positive, negative = label_masks(query_labels, reference_labels, self_columns)
+        pairs = self.pairs.block(query_labels, reference_labels, rows, column_offset, self.self_offset, self.symmetric)
         block = PairBlock(
             sim=self.similarity.pairwise(query_block, reference),
-            positive=positive,
-            negative=negative,
+            positive=pairs.positive,
+            negative=pairs.negative,
             rows=rows,
             query_labels=query_labels,
             reference_labels=reference_labels,
@@ -207,6 +198,9 @@ class _Plan:
             params=tuple(params),
             self_pairs=self.self_offset is not None,
             column_offset=column_offset,
+            positive_count=pairs.positive_count,
+            negative_count=pairs.negative_count,
+            triplets=pairs.triplets,
         )
         result = self.row_fn(block)
         values = result.values if isinstance(result, RowSums) else result
@@ -369,9 +363,9 @@ def row_block_sums(
     reference_labels: Tensor | None = None,
     *,
     similarity: BaseSimilarity,
+    pairs: PairSelector | None = None,
     params: Sequence[Tensor] = (),
     block_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
     working_copies: int = 12,
     symmetric: bool = False,
 ) -> Tensor:
@@ -384,12 +378,13 @@ def row_block_sums(
         reference, reference_labels: an optional separate reference set (``[M, D]``, ``[M]``); by default the
             queries themselves, with the self-pairs excluded.
         similarity: how pairs are scored.
+        pairs: which pairs of each block are positive and negative (:class:`pairloss.pairs.LabelPairs` by default).
         params: extra tensors the row function uses and that may need gradients.
-        block_size: anchors per block; chosen from ``memory_budget`` when ``None``.
-        memory_budget: bytes one block's temporaries may take.
+        block_size: anchors per block; chosen from the memory budget (:mod:`pairloss.memory`) when ``None``.
         working_copies: how many ``[b, M]`` temporaries the row function holds at once (for the automatic size).
         symmetric: the statistics are sums of a per-pair function symmetric in ``(i, j)`` (see the module notes);
-            used when the queries are their own references on one process, ignored otherwise.
+            used when the queries are their own references on one process and the pair selector is symmetric,
+            ignored otherwise.
 
     A row function returning :class:`RowSums` gets its gradient accumulated during this call (when one is needed)
     instead of a recomputation in backward; it must then not use differentiable ``params``.
@@ -402,12 +397,13 @@ def row_block_sums(
     hook = CROSS_RANK.get()
     q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels, hook)
     if block_size is None:
-        block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), memory_budget, working_copies)
+        block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), working_copies)
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     wants_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in (q, r, *params))
-    symmetric = symmetric and hook is None and reference is None
-    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, block_size, symmetric, wants_gradient)
+    selector = LabelPairs() if pairs is None else pairs
+    symmetric = symmetric and selector.symmetric and hook is None and reference is None
+    plan = _Plan(row_fn, similarity, selector, q_labels, r_labels, offset, block_size, symmetric, wants_gradient)
     result: Tensor = _RowBlockSums.apply(plan, q, r, *params)
     return result if hook is None else hook.reduce(result)
 
@@ -420,9 +416,11 @@ def dense_row_sums(
     reference_labels: Tensor | None = None,
     *,
     similarity: BaseSimilarity,
+    pairs: PairSelector | None = None,
     params: Sequence[Tensor] = (),
 ) -> Tensor:
     """The same sums as :func:`row_block_sums` from the whole ``N×M`` matrix under plain autograd (a reference)."""
     q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels)
-    plan = _Plan(row_fn, similarity, q_labels, r_labels, offset, q.shape[0], symmetric=False, wants_gradient=False)
+    selector = LabelPairs() if pairs is None else pairs
+    plan = _Plan(row_fn, similarity, selector, q_labels, r_labels, offset, max(1, q.shape[0]), False, False)
     return plan.block_sums(q, r, 0, params)

@@ -80,6 +80,14 @@ class BaseSimilarity(ABC):
         grad_query.add_(dq, alpha=alpha)
         grad_reference.add_(dr, alpha=alpha)
 
+    def paired(self, query: Tensor, reference: Tensor) -> Tensor:
+        """Scores ``[n]`` of the rows ``(query[k], reference[k])`` (prepared), differentiable: the scores of a list
+        of pairs without the ``n × n`` matrix. The default scores one row at a time; the built-in scores override it.
+        """
+        if query.shape[0] == 0:
+            return query.new_zeros(0)
+        return torch.cat([self.pairwise(q[None], r[None])[0] for q, r in zip(query, reference, strict=True)])
+
     def __call__(self, query: Tensor, reference: Tensor | None = None) -> Tensor:
         """The full matrix ``[N, M]`` (``reference`` defaults to ``query``). Dense: for small inputs and tests."""
         q = self.prepare(query)
@@ -104,6 +112,9 @@ class _InnerProduct(BaseSimilarity):
 
     def pairwise(self, query: Tensor, reference: Tensor) -> Tensor:
         return query @ reference.T
+
+    def paired(self, query: Tensor, reference: Tensor) -> Tensor:
+        return (query * reference).sum(dim=1)
 
     def add_pairwise_vjp(
         self,
@@ -151,6 +162,9 @@ class NegSquaredEuclideanSimilarity(BaseSimilarity):
     def pairwise(self, query: Tensor, reference: Tensor) -> Tensor:
         return _squared_euclidean(query, reference, clamp=False).neg_()
 
+    def paired(self, query: Tensor, reference: Tensor) -> Tensor:
+        return -(query - reference).square().sum(dim=1)
+
     def add_pairwise_vjp(
         self,
         query: Tensor,
@@ -192,6 +206,10 @@ class LpDistance(BaseSimilarity):
             distance = torch.cdist(query.float(), reference.float(), p=self.p).to(query.dtype)
         else:
             distance = torch.cdist(query, reference, p=self.p)
+        return distance if self.power == 1 else distance**self.power
+
+    def paired(self, query: Tensor, reference: Tensor) -> Tensor:
+        distance = torch.linalg.vector_norm(query - reference, ord=self.p, dim=1)
         return distance if self.power == 1 else distance**self.power
 
     def add_pairwise_vjp(

@@ -1,7 +1,7 @@
 """Data-parallel training of an embedding on the digits with ``DistributedDataParallel`` (one process or ``torchrun``).
 
 Under ``torchrun --nproc-per-node P`` (``WORLD_SIZE > 1`` in the environment) every rank draws the same global
-batches from a seeded :class:`~pairloss.data.MPerClassSampler`, keeps its 1/P slice, and the loss is wrapped in
+batches from a seeded :class:`~pairloss.data.MPerClassBatchSampler`, keeps its 1/P slice, and the loss is wrapped in
 :class:`~pairloss.training.distributed.CrossRankLoss` inside ``DistributedDataParallel``: the update equals the
 single-process update on the global batch (the tests check the parameters after training).
 """
@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pairloss.app.progress import RichReporter
-from pairloss.data import MPerClassSampler, open_set_digits
+from pairloss.data import MPerClassBatchSampler, open_set_digits
 from pairloss.models import MLPEmbedder
 from pairloss.training.distributed import CrossRankLoss, process_group_from_environment
 from pairloss.training.reporting import Reporter
@@ -70,7 +70,7 @@ def train_digits(
         optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=lr)
         reporter = reporter or (RichReporter() if rank == 0 else Reporter.silent())
         for epoch in reporter.track(range(epochs), f"training {loss} on {world} process(es)"):
-            for batch in MPerClassSampler(split.train_y, m_per_class, batch_size, seed=seed + epoch):
+            for batch in MPerClassBatchSampler(split.train_y, m_per_class, batch_size, seed=seed + epoch):
                 local = batch.tensor_split(world)[rank].to(device)
                 value = loss_fn(model(x[local]), y[local])
                 optimizer.zero_grad(set_to_none=True)

@@ -33,7 +33,7 @@ __all__ = ["metric_pair_weights", "plot_pair_weights", "ranking_pair_weights", "
 #: who do not tell the colours apart.
 _STYLES = ("-", "--", "-.", ":")
 
-EmbeddingLossFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+EmbeddingLossFn = Callable[..., Tensor]  # PML's call: (embeddings, labels, indices_tuple, ref_emb=, ref_labels=)
 RankingLossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -56,7 +56,7 @@ def metric_pair_weights(
     for angle in angles:
         theta = torch.tensor(float(angle), dtype=torch.float64, requires_grad=True)
         negative = torch.stack([torch.cos(theta), torch.sin(theta)])[None]
-        value = loss(anchor, anchor_label, torch.cat([positive, negative]), reference_labels)
+        value = loss(anchor, anchor_label, ref_emb=torch.cat([positive, negative]), ref_labels=reference_labels)
         (grad,) = torch.autograd.grad(value, theta)
         weights.append(abs(float(grad)))
     return np.cos(angles), np.array(weights)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         mulan_label_names,
     )
     from pairloss.data.organ import OrganMatchingData, simulate_organ_matching
-    from pairloss.data.samplers import MPerClassSampler
+    from pairloss.data.samplers import MPerClassBatchSampler, MPerClassSampler
 
 #: Public name -> the module that defines it.
 _MODULES = {
@@ -41,6 +41,7 @@ _MODULES = {
     "InstanceImage": "pairloss.data.instances",
     "LetorData": "pairloss.data.letor",
     "LetorQuery": "pairloss.data.letor",
+    "MPerClassBatchSampler": "pairloss.data.samplers",
     "MPerClassSampler": "pairloss.data.samplers",
     "LinearMultiLabelProblem": "pairloss.data.multilabel",
     "MultiLabelData": "pairloss.data.multilabel",
@@ -79,6 +80,7 @@ __all__ = [
     "LetorData",
     "LetorQuery",
     "LinearMultiLabelProblem",
+    "MPerClassBatchSampler",
     "MPerClassSampler",
     "MultiLabelData",
     "OpenSetSplit",

@@ -1,6 +1,10 @@
-"""Every loss of the library, as ``nn.Module`` classes (the functional forms live in :mod:`pairloss.functional`)."""
+"""Every loss of the library, as ``nn.Module`` classes (the functional forms live in :mod:`pairloss.functional`).
 
-from pairloss.losses.base import EmbeddingLoss, PairLoss, registered_losses
+Importing this package registers the public losses in :data:`pairloss.modules.LOSSES` (read by ``pairloss list``);
+defining a loss class registers nothing.
+"""
+
+from pairloss.losses.base import LOSSES, EmbeddingLoss, PairLoss, registered_losses
 from pairloss.losses.calibrated import (
     BCERankNetLoss,
     JRCLoss,
@@ -9,6 +13,7 @@ from pairloss.losses.calibrated import (
     SBCRLoss,
     SelfBoostedPairwiseLoss,
 )
+from pairloss.losses.cross_batch import CrossBatchMemory
 from pairloss.losses.crossentropy import CrossEntropyLoss, PairwiseCrossEntropyLoss
 from pairloss.losses.domain import SimRealPairLoss
 from pairloss.losses.hashing import ASHLoss, DPSHLoss, DSHLoss, HashNetLoss
@@ -63,6 +68,7 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "CrossEntropyLoss",
     "DPSHLoss",
     "DSHLoss",
@@ -108,3 +114,7 @@ __all__ = [
     "WARPLoss",
     "registered_losses",
 ]
+
+LOSSES.register(
+    *(globals()[name] for name in __all__ if name.endswith("Loss") and name not in ("EmbeddingLoss", "PairLoss"))
+)

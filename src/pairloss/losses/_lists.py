@@ -1,4 +1,4 @@
-"""Lists of scored items for the ranking losses: validation, padding, flat→padded conversion, chunking, DCG.
+"""Lists of scored items for the ranking losses: validation, padding, flat→padded conversion, the pair evaluator.
 
 A batch of ranking lists is ``(scores [B, L], relevance [B, L])`` where a relevance of ``-1`` marks a padded slot
 (the allRank / TF-Ranking convention). A flat batch ``(scores [n], relevance [n], group_ids [n])`` (one row per
@@ -14,28 +14,30 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
-from torch.utils.checkpoint import checkpoint
 
-from pairloss._validation import check_floating, check_positive, check_tensor
-from pairloss.losses.base import BatchAxis
+from pairloss import memory
+from pairloss._validation import check_floating, check_tensor
+from pairloss.links import Link
+from pairloss.modules import BatchAxis
+from pairloss.pairs import RelevancePairs
+from pairloss.reducers import Reducer
+from pairloss.weights import ListWeight, Uniform, dcg_discounts, exp_gains, ideal_dcg
 
 __all__ = [
     "LIST_BATCH_AXES",
     "PAD",
     "Lists",
-    "chunked_list_sums",
     "dcg_discounts",
     "exp_gains",
     "group_to_lists",
     "ideal_dcg",
+    "list_pair_loss",
     "pairwise_sum",
     "prepare_lists",
 ]
 
-#: ``(scores of a chunk [b, L], the chunk's slice of lists) -> (pairs [b, L, L] bool, weights [b, L, L] or 1.0)``.
+#: ``(scores of a block [b, L], the block's slice of lists) -> (pairs [b, L, L] bool, weights [b, L, L] or 1.0)``.
 PairSelector = Callable[[Tensor, slice], tuple[Tensor, Tensor | float]]
-#: ``(d = s_i − s_j, derivative) -> φ(d)``, or ``φ'(d)`` when ``derivative`` is true.
-PairLink = Callable[[Tensor, bool], Tensor]
 
 #: Relevance value of a padded slot.
 PAD = -1.0
@@ -43,9 +45,6 @@ PAD = -1.0
 #: How padded lists ``(scores [B, L], relevance [B, L])`` split over ranks are joined: lists along axis 0, the
 #: shorter ones padded to the longest with the padding convention (score 0, relevance ``-1``).
 LIST_BATCH_AXES = {"scores": BatchAxis(pad=0.0), "relevance": BatchAxis(pad=PAD)}
-
-#: Bytes that the ``[b, L, L]`` pair temporaries of one chunk of lists may take.
-DEFAULT_LIST_MEMORY = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -149,130 +148,92 @@ def _check_relevance(relevance: Tensor, *, flat: bool) -> None:
         raise ValueError(f"relevance {what}; got {float(rel[bad][0])}")
 
 
-def dcg_discounts(length: int, like: Tensor) -> Tensor:
-    """``1 / log2(1 + r)`` for ranks ``r = 1 .. length`` (dtype and device of ``like``)."""
-    ranks = torch.arange(1, length + 1, dtype=like.dtype, device=like.device)
-    return 1.0 / torch.log2(1.0 + ranks)
-
-
-def exp_gains(relevance: Tensor, valid: Tensor) -> Tensor:
-    """Exponential gains ``2^y − 1`` of each list, scaled by ``2^−m`` with ``m`` the list's largest relevance
-    (0 at padded slots): ``2^(y − m) − 2^(−m)``.
-
-    Every NDCG-based loss uses gains only in ratios to a DCG of the same list, where the scale cancels; without it
-    ``2^y`` overflows float32 from a relevance of 128 on (float64: 1024) and the loss is NaN.
-    """
-    zero = torch.zeros((), dtype=relevance.dtype, device=relevance.device)
-    top = torch.where(valid, relevance, zero).amax(dim=-1, keepdim=True).clamp_min(0)
-    return torch.where(valid, torch.exp2(relevance - top) - torch.exp2(-top), zero)
-
-
-def ideal_dcg(relevance: Tensor, valid: Tensor, k: int | None = None) -> Tensor:
-    """IDCG@k of each list with the gains of :func:`exp_gains` (``2^y − 1`` up to a per-list scale):
-    ``Σ_{r ≤ k} g_(r) / log2(1 + r)``."""
-    gains = exp_gains(relevance, valid)
-    ideal, _ = torch.sort(gains, dim=-1, descending=True)
-    disc = dcg_discounts(relevance.shape[-1], relevance)
-    if k is not None:
-        disc = torch.where(torch.arange(disc.shape[0], device=disc.device) < k, disc, torch.zeros_like(disc))
-    return (ideal * disc).sum(-1)
-
-
-def chunked_list_sums(
-    fn: Callable[..., Tensor],
-    tensors: tuple[Tensor, ...],
-    *,
-    pair_tensors: int = 8,
-    max_memory: int | None = None,
-) -> Tensor:
-    """``Σ_chunks fn(*chunk)`` over chunks of lists, bounding the memory of the ``[b, L, L]`` pair temporaries.
-
-    ``fn`` maps a chunk of lists (the first dimension of every tensor in ``tensors``) to a small vector of sums.
-    The chunk size ``b`` keeps ``pair_tensors`` temporaries of ``b × L × L`` values under ``max_memory`` bytes
-    (256 MiB by default). When there is more than one chunk and gradients are needed, each chunk runs under
-    activation checkpointing, so its pair temporaries are freed after forward and recomputed in backward: peak
-    memory is one chunk's, not the batch's.
-    """
-    n_lists, length = tensors[0].shape[0], max(tensors[0].shape[1], 1)
-    budget = _budget(max_memory)
-    per_list = pair_tensors * length * length * tensors[0].element_size()
-    chunk = max(1, budget // per_list)
-    if chunk >= n_lists:
-        return fn(*tensors)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    total: Tensor | None = None
-    for start in range(0, n_lists, chunk):
-        part = tuple(t[start : start + chunk] for t in tensors)
-        value = checkpoint(fn, *part, use_reentrant=False) if needs_grad else fn(*part)
-        assert isinstance(value, Tensor)
-        total = value if total is None else total + value
-    assert total is not None
-    return total
-
-
-def _budget(max_memory: int | None) -> int:
-    """The memory budget of a chunk of lists: ``max_memory`` bytes (checked > 0), 256 MiB when ``None``."""
-    return DEFAULT_LIST_MEMORY if max_memory is None else int(check_positive(max_memory, "max_memory"))
-
-
-def _list_chunk(n_lists: int, length: int, element_size: int, pair_tensors: int, max_memory: int | None) -> int:
-    budget = _budget(max_memory)
-    return max(1, min(n_lists, budget // (pair_tensors * max(length, 1) ** 2 * element_size)))
-
-
-class _PairwiseSum(torch.autograd.Function):
-    """``Σ_(i,j) w_ij φ(s_i − s_j)`` chunk by chunk, with a backward that recomputes each chunk's pair terms."""
+class _ListPairSums(torch.autograd.Function):
+    """``(Σ_kept w φ(s_i − s_j), #kept)`` over the pairs of every list, block by block, with the gradient formed
+    from ``φ'`` in the same pass: ``∂/∂s_i = Σ_j w_ij φ'(s_i − s_j) − Σ_j w_ji φ'(s_j − s_i)`` (kept pairs only).
+    The backward only scales it; no block is recomputed."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: FunctionCtx, scores: Tensor, select: PairSelector, link: PairLink, chunk: int
+        ctx: FunctionCtx,
+        scores: Tensor,
+        select: PairSelector,
+        link: Link,
+        reducer: Reducer,
+        block_size: int,
+        weighted_count: bool,
     ) -> tuple[Tensor, Tensor]:
-        total = scores.new_zeros(())
-        count = scores.new_zeros(())
+        total = scores.new_zeros((), dtype=torch.float64)
+        count = scores.new_zeros((), dtype=torch.float64)
+        wants_gradient = bool(ctx.needs_input_grad[0])  # type: ignore[attr-defined]
+        grad = torch.zeros_like(scores)
         zero = scores.new_zeros(())
-        for start in range(0, scores.shape[0], chunk):
-            part = slice(start, start + chunk)
-            s = scores[part]
-            pairs, weight = select(s, part)
-            total += torch.where(pairs, weight * link(s[:, :, None] - s[:, None, :], False), zero).sum()
-            count += pairs.sum()
-        ctx.save_for_backward(scores)
-        ctx.select, ctx.link, ctx.chunk = select, link, chunk  # type: ignore[attr-defined]
+        for start, stop in memory.row_blocks(scores.shape[0], block_size):
+            s = scores[start:stop]
+            pairs, weight = select(s, slice(start, stop))
+            margins = s[:, :, None] - s[:, None, :]
+            value, slope = link.value_and_derivative(margins) if wants_gradient else (link.value(margins), None)
+            if isinstance(weight, float) and weight == 1.0:
+                kept = pairs & reducer.keep(value) if reducer.filters else pairs
+                total += torch.where(kept, value, zero).sum()
+                count += kept.count_nonzero()
+                slope = None if slope is None else torch.where(kept, slope, zero)
+            else:
+                kept = pairs & reducer.keep(value * weight) if reducer.filters else pairs
+                kept_weight = torch.where(kept, weight, zero)  # the weight of each kept pair, 0 elsewhere
+                total += (value * kept_weight).sum()
+                count += kept_weight.sum() if weighted_count else kept.count_nonzero()
+                slope = None if slope is None else slope.mul_(kept_weight)
+            if slope is not None:
+                grad[start:stop] = slope.sum(2) - slope.sum(1)  # d(s_i − s_j)/ds_i = 1, /ds_j = −1
+        ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(count)
-        return total, count
+        return total.to(scores.dtype), count.to(scores.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_total: Tensor, _grad_count: Tensor) -> tuple[Tensor | None, ...]:
-        (scores,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        select, link, chunk = ctx.select, ctx.link, ctx.chunk  # type: ignore[attr-defined]
-        grad = torch.zeros_like(scores)
-        zero = scores.new_zeros(())
-        for start in range(0, scores.shape[0], chunk):
-            part = slice(start, start + chunk)
-            s = scores[part]
-            pairs, weight = select(s, part)
-            slope = torch.where(pairs, weight * link(s[:, :, None] - s[:, None, :], True), zero)
-            grad[part] = slope.sum(2) - slope.sum(1)  # d(s_i − s_j)/ds_i = 1, /ds_j = −1
-        return grad * grad_total, None, None, None
+        (grad,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad * grad_total, None, None, None, None, None
 
 
 def pairwise_sum(
     scores: Tensor,
     select: PairSelector,
-    link: PairLink,
+    link: Link,
     *,
+    reducer: Reducer | None = None,
     pair_tensors: int = 6,
-    max_memory: int | None = None,
+    weighted_count: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """``(Σ_{(i,j) ∈ P} w_ij φ(s_i − s_j), |P|)`` over the pairs of every list, in bounded memory.
+    """``(Σ_{(i,j) ∈ P, kept} w_ij φ(s_i − s_j), #kept)`` over the pairs of every list, in bounded memory.
 
-    ``select`` gives each chunk's pairs and (constant) weights, ``link`` the function φ and its derivative. The
-    forward pass keeps no ``[b, L, L]`` tensor; the backward pass recomputes each chunk and accumulates
-    ``∂/∂s_i = Σ_j w_ij φ'(s_i − s_j) − Σ_j w_ji φ'(s_j − s_i)`` directly, so peak memory is ``pair_tensors``
-    ``b × L × L`` temporaries of one chunk (under ``max_memory`` bytes, 256 MiB by default) and there is no
-    autograd graph over the pairs. First-order gradients only.
+    ``select`` gives each block's pairs and (constant) weights, ``link`` the function φ and its derivative,
+    ``reducer`` which pairs are kept (all by default); ``weighted_count`` counts each kept pair by its weight
+    (``Σ w_ij``, for a weighted mean) instead of by one. Each block holds ``pair_tensors`` ``b × L × L`` temporaries
+    (``b`` from the memory budget, :mod:`pairloss.memory`, each temporary under
+    :data:`~pairloss.memory.MAX_TEMPORARY_BYTES` so that the allocator reuses it), and its gradient is formed from
+    ``φ'`` in the same pass, so no block is kept for autograd or recomputed. First-order gradients only.
     """
-    chunk = _list_chunk(scores.shape[0], scores.shape[-1], scores.element_size(), pair_tensors, max_memory)
-    total, count = _PairwiseSum.apply(scores, select, link, chunk)
+    row_bytes = max(scores.shape[-1], 1) ** 2 * scores.element_size()
+    block_size = memory.rows_per_block(
+        scores.shape[0], row_bytes, pair_tensors, max_temporary=memory.MAX_TEMPORARY_BYTES
+    )
+    total, count = _ListPairSums.apply(scores, select, link, reducer or Reducer(), block_size, weighted_count)
     return total, count
+
+
+def list_pair_loss(
+    lists: Lists, pairs: RelevancePairs, link: Link, weight: ListWeight | Uniform, reducer: Reducer
+) -> Tensor:
+    """The reduced loss ``reducer({w_ij φ(s_i − s_j) : (i, j) ∈ pairs of each list})`` (see :func:`pairwise_sum`)."""
+
+    def select(s: Tensor, part: slice) -> tuple[Tensor, Tensor | float]:
+        y, valid = lists.relevance[part], lists.valid[part]
+        chosen = pairs.mask(y, valid)
+        if isinstance(weight, Uniform):
+            return chosen, weight.value
+        return chosen, weight(s, y, valid)
+
+    total, count = pairwise_sum(lists.scores, select, link, reducer=reducer, pair_tensors=10)
+    return reducer.finish(total, count)

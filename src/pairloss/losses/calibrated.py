@@ -10,6 +10,11 @@ grouped baselines, ``group_ids [n]`` (the request of each impression). All losse
 * :func:`bce_ranknet_loss`: BCE + in-batch RankNet (needs request-grouped batches).
 * :func:`jrc_loss`: JRC (Sheng et al., KDD 2023), two logits per impression.
 * :func:`rcr_loss`: RCR (Bai et al., CIKM 2023), sigmoid cross-entropy + a ListCE on σ(s).
+
+The ranking parts use the public links: SBCR's pairs against the dumped scores apply
+:class:`pairloss.links.Logistic` to an ``[n, M]`` gap matrix (each impression against its own reference list, not
+a pair matrix of the batch, so not the builder's engine path); BCE + RankNet calls
+:func:`pairloss.losses.ranking.ranknet_loss` (the builder's list form); JRC and RCR are softmaxes over a request.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_floating, check_positive, check_tensor
+from pairloss.links import Logistic
 from pairloss.losses._lists import PAD, group_to_lists
-from pairloss.losses.base import BatchAxis, PairLoss, mean_of_active
+from pairloss.losses.base import BatchAxis, PairLoss, loss_module, mean_of_active
 from pairloss.losses.ranking import ranknet_loss
 
 __all__ = [
@@ -99,7 +105,8 @@ def self_boosted_pairwise_loss(
     above = valid & (y > ref_labels)  # i should outrank the dumped j
     below = valid & (ref_labels > y)  # the dumped j should outrank i
     gap = logits[:, None] - ref
-    losses = torch.where(above, F.softplus(-sigma * gap), zero) + torch.where(below, F.softplus(sigma * gap), zero)
+    link = Logistic(sigma)
+    losses = torch.where(above, link(gap), zero) + torch.where(below, link(-gap), zero)
     return mean_of_active(losses.sum(), (above.sum() + below.sum()).to(logits.dtype))
 
 
@@ -276,30 +283,29 @@ def rcr_loss(logits: Tensor, labels: Tensor, group_ids: Tensor, *, alpha: float 
     return (1 - alpha) * pointwise + alpha * listwise
 
 
+@loss_module(
+    self_boosted_pairwise_loss,
+    formula="mean_P ℓ(s_i − s̃_j) [y_i>y_j] + ℓ(s̃_j − s_i) [y_j>y_i], s̃ dumped by an older model",
+    paper="Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024",
+    family="calibrated",
+)
 class SelfBoostedPairwiseLoss(PairLoss):
     """SBCR's self-boosted pairwise loss; ``loss(logits, labels, ref_scores, ref_labels)``, see
     :func:`self_boosted_pairwise_loss`.
     """
 
-    formula = "mean_P ℓ(s_i − s̃_j) [y_i>y_j] + ℓ(s̃_j − s_i) [y_j>y_i], s̃ dumped by an older model"
-    paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
-    family = "calibrated"
     batch_axes = REFERENCE_LIST_AXES
 
-    def __init__(self, sigma: float = 1.0) -> None:
-        super().__init__()
-        self.sigma = sigma
 
-    def forward(self, logits: Tensor, labels: Tensor, ref_scores: Tensor, ref_labels: Tensor) -> Tensor:
-        return self_boosted_pairwise_loss(logits, labels, ref_scores, ref_labels, sigma=self.sigma)
-
-
+@loss_module(
+    sbcr_loss,
+    formula="BCE(σ(s), y) + α L_SB(s; s̃) + BCE(g(σ(s)^sg; x), y), g monotone piecewise linear",
+    paper="Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024",
+    family="calibrated",
+)
 class SBCRLoss(PairLoss):
     """SBCR: ``loss(logits, labels, ref_scores, ref_labels, calibrated)``; see :func:`sbcr_loss`."""
 
-    formula = "BCE(σ(s), y) + α L_SB(s; s̃) + BCE(g(σ(s)^sg; x), y), g monotone piecewise linear"
-    paper = "Zhang, Liu, Bao, Yu, Song. A self-boosted framework for calibrated ranking. CIKM 2024"
-    family = "calibrated"
     batch_axes = REFERENCE_LIST_AXES
 
     def __init__(self, alpha: float = 1.0, sigma: float = 1.0) -> None:
@@ -313,49 +319,32 @@ class SBCRLoss(PairLoss):
         return sbcr_loss(logits, labels, ref_scores, ref_labels, calibrated, alpha=self.alpha, sigma=self.sigma)
 
 
+@loss_module(
+    bce_ranknet_loss,
+    formula="BCE(σ(s), y) + α mean_{same request, y_i>y_j} log(1 + exp(−σ(s_i − s_j)))",
+    paper="Sculley. Combined regression and ranking. KDD 2010",
+    family="calibrated",
+)
 class BCERankNetLoss(PairLoss):
     """BCE + in-batch RankNet; ``loss(logits, labels, group_ids)``, see :func:`bce_ranknet_loss`."""
 
-    formula = "BCE(σ(s), y) + α mean_{same request, y_i>y_j} log(1 + exp(−σ(s_i − s_j)))"
-    paper = "Sculley. Combined regression and ranking. KDD 2010"
-    family = "calibrated"
 
-    def __init__(self, alpha: float = 1.0, sigma: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = alpha
-        self.sigma = sigma
-
-    def forward(self, logits: Tensor, labels: Tensor, group_ids: Tensor) -> Tensor:
-        return bce_ranknet_loss(logits, labels, group_ids, alpha=self.alpha, sigma=self.sigma)
-
-
+@loss_module(
+    jrc_loss,
+    formula="α BCE(σ(f¹−f⁰), y) − (1−α) mean_i [y_i log softmax_R(f¹)_i + (1−y_i) log softmax_R(f⁰)_i]",
+    paper="Sheng et al. Joint optimization of ranking and calibration with contextualized hybrid model. KDD 2023",
+    family="calibrated",
+)
 class JRCLoss(PairLoss):
     """JRC; ``loss(logits [n, 2], labels, group_ids)``, see :func:`jrc_loss`."""
 
-    formula = "α BCE(σ(f¹−f⁰), y) − (1−α) mean_i [y_i log softmax_R(f¹)_i + (1−y_i) log softmax_R(f⁰)_i]"
-    paper = "Sheng et al. Joint optimization of ranking and calibration with contextualized hybrid model. KDD 2023"
-    family = "calibrated"
 
-    def __init__(self, alpha: float = 0.5) -> None:
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, logits: Tensor, labels: Tensor, group_ids: Tensor) -> Tensor:
-        return jrc_loss(logits, labels, group_ids, alpha=self.alpha)
-
-
+@loss_module(
+    rcr_loss,
+    formula="(1−α) BCE(σ(s), y) + α mean_R −Σ_i (y_i/Σy) log(σ(s_i)/Σ_j σ(s_j))",
+    paper="Bai et al. Regression compatible listwise objectives for calibrated ranking with binary relevance. "
+    "CIKM 2023",
+    family="calibrated",
+)
 class RCRLoss(PairLoss):
     """RCR; ``loss(logits, labels, group_ids)``, see :func:`rcr_loss`."""
-
-    formula = "(1−α) BCE(σ(s), y) + α mean_R −Σ_i (y_i/Σy) log(σ(s_i)/Σ_j σ(s_j))"
-    paper = (
-        "Bai et al. Regression compatible listwise objectives for calibrated ranking with binary relevance. CIKM 2023"
-    )
-    family = "calibrated"
-
-    def __init__(self, alpha: float = 0.5) -> None:
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, logits: Tensor, labels: Tensor, group_ids: Tensor) -> Tensor:
-        return rcr_loss(logits, labels, group_ids, alpha=self.alpha)

@@ -22,6 +22,9 @@ that needs conditions; :func:`pce_bound` evaluates the version proved in ``docs/
     L_CE(θ, Z) ≥ L_PCE(Z; p(θ), λ) − (1/λ) Σ_k ‖c_kˢ − λ θ_k‖²,
 
 with equality of the last term to 0 at the classifier's fixed point ``θ_k = c_kˢ/λ`` (the paper's θ-step).
+
+These are classifier losses and a bound on them, not sums of a link over pairs, so they are not built by
+:func:`pairloss.pair_loss`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_class_shape, check_embeddings, check_floating, check_labels, check_positive
-from pairloss.losses.base import EmbeddingLoss
+from pairloss.losses.base import EmbeddingLoss, loss_module
 
 __all__ = [
     "CrossEntropyLoss",
@@ -220,18 +223,18 @@ def pce_bound(
     return PCEBound(F.cross_entropy(logits, labels), terms.tightness, terms.contrastive, gap, terms.lam)
 
 
+@loss_module(
+    cross_entropy_loss,
+    formula="−(1/n) Σ_i Σ_k q_ik log softmax_k(θ_kᵀ z_i), q = (1−ε) onehot + ε/C",
+    paper="Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
+    "ECCV 2020",
+    family="crossentropy",
+)
 class CrossEntropyLoss(EmbeddingLoss):
     """Softmax cross-entropy on a learnable linear classifier over the embeddings. See :func:`cross_entropy_loss`.
 
     ``weight`` is an ``nn.Parameter`` ``[num_classes, embedding_size]`` (``nn.Linear``'s initialisation, no bias).
     """
-
-    formula = "−(1/n) Σ_i Σ_k q_ik log softmax_k(θ_kᵀ z_i), q = (1−ε) onehot + ε/C"
-    paper = (
-        "Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
-        "ECCV 2020"
-    )
-    family = "crossentropy"
 
     def __init__(
         self,
@@ -266,18 +269,18 @@ class CrossEntropyLoss(EmbeddingLoss):
         )
 
 
+@loss_module(
+    pairwise_cross_entropy_loss,
+    formula="−1/(2λn²) Σ_{y_i=y_j} z_iᵀz_j + (1/n) Σ_i log Σ_k exp(z_iᵀc_kˢ/λ) − Σ_k ‖c_kˢ‖²/(2λ)",
+    paper="Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
+    "ECCV 2020",
+    family="crossentropy",
+)
 class PairwiseCrossEntropyLoss(EmbeddingLoss):
     """Pairwise cross-entropy: tightness + contrastive terms with soft-mean prototypes from a learnable classifier.
 
     See :func:`pairwise_cross_entropy_loss`. ``weight`` ``[num_classes, embedding_size]`` gives ``p_ik``.
     """
-
-    formula = "−1/(2λn²) Σ_{y_i=y_j} z_iᵀz_j + (1/n) Σ_i log Σ_k exp(z_iᵀc_kˢ/λ) − Σ_k ‖c_kˢ‖²/(2λ)"
-    paper = (
-        "Boudiaf et al. A unifying mutual information view of metric learning: cross-entropy vs. pairwise losses. "
-        "ECCV 2020"
-    )
-    family = "crossentropy"
 
     def __init__(
         self,

@@ -5,16 +5,19 @@ arXiv 1807.10413, 2018. A policy trained on plentiful simulated images is made t
 on a few pairs of a simulated and a real image of the same scene state, a loss that pulls the two embeddings
 together and pushes the embeddings of unpaired images apart.
 
-Form chosen here: the contrastive loss of Hadsell, Chopra and LeCun (CVPR 2006) across domains, with squared
-distance ``d_ij = ‖s_i − r_j‖`` between simulated embedding ``s_i`` and real embedding ``r_j``:
+The paper's abstract says only that the loss is pairwise, on (simulated, real) pairs of the same state; its full
+text was not available, so the form is the library's choice: the contrastive loss of Hadsell, Chopra and LeCun
+(CVPR 2006) across domains, with distance ``d_ij = ‖s_i − r_j‖`` between simulated embedding ``s_i`` and real
+embedding ``r_j``:
 
     L = (1/P) Σ_i d_ii²  +  w · 1/(P(P − 1)) Σ_{i ≠ j} [m − d_ij]_+²
 
 True pairs (same state) are pulled together without a margin; non-pairs are pushed beyond the margin ``m`` and
 no further, so the push cannot blow the embedding up and pairs of nearly-identical states are not forced far
-apart (an InfoNCE push would keep separating them). This is the form of the paper's pairwise term (a squared
-distance between paired embeddings with a hinge for non-pairs). The batch is the ``P × P`` cross-domain matrix,
-small (a few hundred pairs at most), so it is computed densely.
+apart (an InfoNCE push would keep separating them). ``w = 0`` keeps the pull alone. The batch is the ``P × P``
+cross-domain matrix, small (a few hundred pairs at most), so it is computed densely with autograd rather than by
+:func:`pairloss.pair_loss`'s blocked engine path (at that size one dense expression is the fast one, and the
+positive term is the squared distance itself, whose gradient stays finite at ``d = 0``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from torch import Tensor
 
 from pairloss._validation import check_embeddings, check_positive
-from pairloss.losses.base import PairLoss
+from pairloss.losses.base import PairLoss, loss_module
 
 __all__ = ["SimRealPairLoss", "sim_real_pair_loss"]
 
@@ -66,24 +69,20 @@ def sim_real_pair_loss(
     return positive + negative_weight * hinge.pow(2).sum() / (p * (p - 1))
 
 
+def _check_options(margin: float = 1.0, negative_weight: float = 1.0, **_: object) -> None:
+    check_positive(margin, "margin")
+    check_positive(negative_weight, "negative_weight", allow_zero=True)
+
+
+@loss_module(
+    sim_real_pair_loss,
+    formula="(1/P) Σ_i ‖s_i − r_i‖² + w/(P(P−1)) Σ_{i≠j} [m − ‖s_i − r_j‖]_+²",
+    paper="Viereck, Saenko, Platt. Adapting control policies from simulation to reality using a pairwise loss. 2018",
+    family="domain",
+    check=_check_options,
+)
 class SimRealPairLoss(PairLoss):
     """Pull (simulated, real) embeddings of the same state together, push unpaired ones beyond a margin.
 
     Called as ``loss(sim_embeddings [P, D], real_embeddings [P, D])``. See :func:`sim_real_pair_loss`.
     """
-
-    formula = "(1/P) Σ_i ‖s_i − r_i‖² + w/(P(P−1)) Σ_{i≠j} [m − ‖s_i − r_j‖]_+²"
-    paper = "Viereck, Saenko, Platt. Adapting control policies from simulation to reality using a pairwise loss. 2018"
-    family = "domain"
-
-    def __init__(self, margin: float = 1.0, negative_weight: float = 1.0) -> None:
-        super().__init__()
-        check_positive(margin, "margin")
-        check_positive(negative_weight, "negative_weight", allow_zero=True)
-        self.margin = margin
-        self.negative_weight = negative_weight
-
-    def forward(self, sim_embeddings: Tensor, real_embeddings: Tensor) -> Tensor:
-        return sim_real_pair_loss(
-            sim_embeddings, real_embeddings, margin=self.margin, negative_weight=self.negative_weight
-        )

@@ -1,10 +1,12 @@
 """Deep-hashing pair losses on relaxed binary codes ``u ∈ (−1, 1)^K`` (``tanh`` outputs).
 
 Two samples are similar (``s_ij = 1``) when they share a label: equal class ids, or at least one common label for
-multi-hot ``[N, C]`` labels (multi-label hashing). Every loss runs on the row-block engine
-(:func:`pairloss.engine.row_block_sums`), so no ``N×N`` matrix is held; the quantisation terms are per-sample,
-``O(N·K)``, outside the engine. Pairs are ordered pairs ``(i, j)``, ``i ≠ j`` (or query × reference when a separate
-reference set is given), and the quantisation term is taken over ``embeddings`` only.
+multi-hot ``[N, C]`` labels (multi-label hashing). Every pair term is a link of :mod:`pairloss.links` on a margin of
+the codes' dot product (or squared distance), so each loss is a :class:`pairloss.builder.PairLossSpec` on the
+builder's engine path: no ``N×N`` matrix is held and the gradient comes from the links' derivatives. The
+quantisation terms are per-sample, ``O(N·K)``, outside the engine. Pairs are ordered pairs ``(i, j)``, ``i ≠ j`` (or
+query × reference when a separate reference set is given), and the quantisation term is taken over ``embeddings``
+only. Like the metric losses, each takes PML's call with an optional ``indices_tuple`` of mined pairs.
 
 * DPSH (Li, Wang, Kang, IJCAI 2016): pairwise likelihood with ``θ_ij = ½ u_i·u_j``,
   ``ℓ = log(1 + e^θ) − s θ``, plus ``η ‖u − sign(u)‖²``.
@@ -21,19 +23,20 @@ matrix, and every loss here takes it as its reference set::
 
     memory = HashCodeMemory(train_labels, n_bits)
     codes = model(images[index])
-    loss = dpsh_loss(codes, train_labels[index], *memory.update(index, codes))
+    reference, reference_labels = memory.update(index, codes)
+    loss = dpsh_loss(codes, train_labels[index], ref_emb=reference, ref_labels=reference_labels)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pairloss.engine import PairBlock, row_block_sums
-from pairloss.losses.base import FunctionalEmbeddingLoss, check_pair_inputs, mean_of_active
+from pairloss._validation import check_embeddings
+from pairloss.builder import PairLossSpec, evaluate_pairs
+from pairloss.links import Hinge, Linear, Link, Logistic
+from pairloss.losses.base import EmbeddingLoss, loss_module
+from pairloss.reducers import MeanReducer, Reducer, get_reducer
 from pairloss.similarity import DotProductSimilarity, NegSquaredEuclideanSimilarity
 
 __all__ = [
@@ -49,7 +52,7 @@ __all__ = [
     "quantization_penalty",
 ]
 
-PairTerm = Callable[[Tensor], Tensor]
+IndicesTuple = tuple[Tensor, ...]
 
 
 def quantization_penalty(codes: Tensor, power: int = 2) -> Tensor:
@@ -68,11 +71,11 @@ class HashCodeMemory(nn.Module):
     """The relaxed codes of every training sample as last computed: DPSH's ``U`` (Li, Wang, Kang, IJCAI 2016).
 
     ``update(indices, codes)`` writes the batch's codes (detached) at their training indices and returns
-    ``(codes, labels)`` of every sample written so far, the batch included, to pass as a loss's reference set:
-    each batch is then compared with all training codes (the gradient flows through the batch's side only), as in
-    the reference implementations of DPSH and DSH. Rows never written are left out (the reference code starts
-    from zeros, which for DPSH only rescales the loss, and for DSH would pull codes towards 0). The buffers are
-    part of the module's state, so a training checkpoint holds the memory.
+    ``(codes, labels)`` of every sample written so far, the batch included, to pass as a loss's reference set
+    (``ref_emb``, ``ref_labels``): each batch is then compared with all training codes (the gradient flows through
+    the batch's side only), as in the reference implementations of DPSH and DSH. Rows never written are left out
+    (the reference code starts from zeros, which for DPSH only rescales the loss, and for DSH would pull codes
+    towards 0). The buffers are part of the module's state, so a training checkpoint holds the memory.
     """
 
     codes: Tensor
@@ -101,30 +104,25 @@ class HashCodeMemory(nn.Module):
         return self.codes[self.written], self.labels[self.written]
 
 
-def _pair_sums(
-    embeddings: Tensor,
-    labels: Tensor,
-    ref_emb: Tensor | None,
-    ref_labels: Tensor | None,
+def _pair_loss(
+    batch: tuple[Tensor, Tensor | None, IndicesTuple | None, Tensor | None, Tensor | None],
+    positive: Link,
+    negative: Link,
     *,
-    positive_term: PairTerm,
-    negative_term: PairTerm,
-    squared_distance: bool,
+    pos_margin: float = 0.0,
+    neg_margin: float = 0.0,
+    squared_distance: bool = False,
+    pooled: bool = True,
+    reducer: Reducer | str,
     block_size: int | None,
 ) -> Tensor:
-    """``[Σ_pos ℓ, #pos, Σ_neg ℓ, #neg]`` where each term is a function of the block's dot products (or ``‖·‖²``)."""
+    """The mean pair term: ``positive`` on ``s − m_pos`` and ``negative`` on ``m_neg − s``, with ``s`` the codes'
+    dot product (or ``−‖u_i − u_j‖²``), over all pairs together (``pooled``) or each kind on its own."""
     similarity = NegSquaredEuclideanSimilarity() if squared_distance else DotProductSimilarity()
-
-    def row(block: PairBlock) -> Tensor:
-        score = -block.sim if squared_distance else block.sim
-        zero = torch.zeros((), dtype=score.dtype, device=score.device)
-        pos = torch.where(block.positive, positive_term(score), zero)
-        neg = torch.where(block.negative, negative_term(score), zero)
-        return torch.stack([pos.sum(), block.positive.sum().to(zero), neg.sum(), block.negative.sum().to(zero)])
-
-    return row_block_sums(
-        row, embeddings, labels, ref_emb, ref_labels, similarity=similarity, block_size=block_size, working_copies=8
-    )
+    chosen = get_reducer(reducer, MeanReducer)
+    spec = PairLossSpec(positive, negative, similarity, pos_margin, neg_margin, reducer=chosen, pooled=pooled)
+    loss: Tensor = evaluate_pairs(spec, *batch, block_size=block_size)
+    return loss
 
 
 def _check_weight(value: float, name: str) -> None:
@@ -134,11 +132,13 @@ def _check_weight(value: float, name: str) -> None:
 
 def dpsh_loss(
     embeddings: Tensor,
-    labels: Tensor,
+    labels: Tensor | None = None,
+    indices_tuple: IndicesTuple | None = None,
     ref_emb: Tensor | None = None,
     ref_labels: Tensor | None = None,
     *,
     quantization_weight: float = 0.1,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """DPSH pairwise-likelihood loss (Li, Wang, Kang, Feature learning based deep supervised hashing with pairwise
@@ -150,29 +150,23 @@ def dpsh_loss(
     ``η = 10``; here the pairs are averaged and the quantisation is per bit, so ``η`` (``quantization_weight``)
     is on another scale.
     """
-    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_embeddings(embeddings)
     _check_weight(quantization_weight, "quantization_weight")
-    sums = _pair_sums(
-        embeddings,
-        labels,
-        ref_emb,
-        ref_labels,
-        positive_term=lambda dot: F.softplus(0.5 * dot) - 0.5 * dot,
-        negative_term=lambda dot: F.softplus(0.5 * dot),
-        squared_distance=False,
-        block_size=block_size,
-    )
-    pairs = mean_of_active(sums[0] + sums[2], sums[1] + sums[3])
+    batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    # log(1 + e^θ) − θ = softplus(−θ) on a similar pair, softplus(θ) on a dissimilar one: the logistic link
+    pairs = _pair_loss(batch, Logistic(0.5), Logistic(0.5), reducer=reducer, block_size=block_size)
     return pairs + quantization_weight * quantization_penalty(embeddings)
 
 
 def hashnet_loss(
     embeddings: Tensor,
-    labels: Tensor,
+    labels: Tensor | None = None,
+    indices_tuple: IndicesTuple | None = None,
     ref_emb: Tensor | None = None,
     ref_labels: Tensor | None = None,
     *,
     alpha: float | None = None,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """HashNet's weighted pairwise likelihood (Cao, Long, Wang, Yu, HashNet: Deep learning to hash by
@@ -187,31 +181,25 @@ def hashnet_loss(
     (``u = tanh(β z)`` with ``β`` growing during training) belongs to the model (see
     :class:`pairloss.models.hashing.HashHead`).
     """
-    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_embeddings(embeddings)
     scale = 10.0 / embeddings.shape[1] if alpha is None else alpha
     if not scale > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    sums = _pair_sums(
-        embeddings,
-        labels,
-        ref_emb,
-        ref_labels,
-        positive_term=lambda dot: F.softplus(scale * dot) - scale * dot,
-        negative_term=lambda dot: F.softplus(scale * dot),
-        squared_distance=False,
-        block_size=block_size,
-    )
-    return 0.5 * (mean_of_active(sums[0], sums[1]) + mean_of_active(sums[2], sums[3]))
+    link = 0.5 * Logistic(scale)  # ½ (mean over similar + mean over dissimilar pairs)
+    batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    return _pair_loss(batch, link, link, pooled=False, reducer=reducer, block_size=block_size)
 
 
 def dsh_loss(
     embeddings: Tensor,
-    labels: Tensor,
+    labels: Tensor | None = None,
+    indices_tuple: IndicesTuple | None = None,
     ref_emb: Tensor | None = None,
     ref_labels: Tensor | None = None,
     *,
     margin: float | None = None,
     regularization: float = 0.01,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """DSH contrastive loss (Liu, Wang, Shan, Chen, Deep supervised hashing for fast image retrieval, CVPR 2016).
@@ -221,33 +209,35 @@ def dsh_loss(
     with ``m = 2K`` by default (half the largest ``d`` between codes in ``[−1, 1]^K``) and ``α = 0.01``
     (``regularization``), the paper's values.
     """
-    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_embeddings(embeddings)
     m = 2.0 * embeddings.shape[1] if margin is None else margin
     if not m > 0:
         raise ValueError(f"margin must be > 0, got {margin}")
     _check_weight(regularization, "regularization")
-    sums = _pair_sums(
-        embeddings,
-        labels,
-        ref_emb,
-        ref_labels,
-        positive_term=lambda d: 0.5 * d,
-        negative_term=lambda d: 0.5 * F.relu(m - d),
+    batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    # with s = −d: ½ d = ½ · Linear(s), and ½ [m − d]_+ = ½ [s + m]_+ = ½ · Hinge on the margin (−m) − s
+    pairs = _pair_loss(
+        batch,
+        0.5 * Linear(),
+        0.5 * Hinge(),
+        neg_margin=-m,
         squared_distance=True,
+        reducer=reducer,
         block_size=block_size,
     )
-    pairs = mean_of_active(sums[0] + sums[2], sums[1] + sums[3])
     return pairs + regularization * embeddings.shape[1] * quantization_penalty(embeddings, power=1)
 
 
 def ash_loss(
     embeddings: Tensor,
-    labels: Tensor,
+    labels: Tensor | None = None,
+    indices_tuple: IndicesTuple | None = None,
     ref_emb: Tensor | None = None,
     ref_labels: Tensor | None = None,
     *,
     margin: float | None = None,
     quantization_weight: float = 0.1,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
 ) -> Tensor:
     """ASH pairwise contrastive loss with quantisation (Fang et al., Attention-based saliency hashing for
@@ -261,93 +251,58 @@ def ash_loss(
     ``m = K/2``. The quantisation term penalises ``|u| − 1``, which drives every bit to ``±1``, not ``u − 1``,
     which would drive every bit to ``+1`` and collapse the codes.
     """
-    embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
+    check_embeddings(embeddings)
     bits = embeddings.shape[1]
     m = bits / 2.0 if margin is None else margin
     if not 0 < m <= bits:
         raise ValueError(f"margin must be in (0, K] = (0, {bits}] to be reachable, got {margin}")
     _check_weight(quantization_weight, "quantization_weight")
-    sums = _pair_sums(
-        embeddings,
-        labels,
-        ref_emb,
-        ref_labels,
-        positive_term=lambda dot: 0.25 * (bits - dot),
-        negative_term=lambda dot: 0.5 * F.relu(m - 0.5 * (bits - dot)),
-        squared_distance=False,
-        block_size=block_size,
+    batch = (embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    # ½ D = ¼ (K − s) = ¼ · Linear on s − K; ½ [m − D]_+ = ¼ [s − (K − 2m)]_+ = ¼ · Hinge on (K − 2m) − s
+    positive, negative = 0.25 * Linear(), 0.25 * Hinge()
+    pairs = _pair_loss(
+        batch, positive, negative, pos_margin=bits, neg_margin=bits - 2 * m, reducer=reducer, block_size=block_size
     )
-    pairs = mean_of_active(sums[0] + sums[2], sums[1] + sums[3])
     return pairs + quantization_weight * quantization_penalty(embeddings)
 
 
-class DPSHLoss(FunctionalEmbeddingLoss):
+@loss_module(
+    dpsh_loss,
+    formula="mean_{i≠j}[log(1+e^θ) − s_ij θ], θ = ½u_i·u_j; + η‖u − sign u‖²",
+    paper="Li, Wang, Kang. Feature learning based deep supervised hashing with pairwise labels. IJCAI 2016",
+    family="hashing",
+)
+class DPSHLoss(EmbeddingLoss):
     """DPSH: pairwise likelihood ``log(1 + e^θ) − sθ`` with ``θ = ½ u_i·u_j``, plus quantisation. See
     :func:`dpsh_loss`."""
 
-    formula = "mean_{i≠j}[log(1+e^θ) − s_ij θ], θ = ½u_i·u_j; + η‖u − sign u‖²"
-    paper = "Li, Wang, Kang. Feature learning based deep supervised hashing with pairwise labels. IJCAI 2016"
-    family = "hashing"
 
-    def __init__(self, quantization_weight: float = 0.1, block_size: int | None = None) -> None:
-        super().__init__()
-        self.quantization_weight = quantization_weight
-        self.block_size = block_size
-
-    loss_function = staticmethod(dpsh_loss)
-    options = ("quantization_weight", "block_size")
-
-
-class HashNetLoss(FunctionalEmbeddingLoss):
+@loss_module(
+    hashnet_loss,
+    formula="½(mean_{S1} ℓ + mean_{S0} ℓ), ℓ = log(1+e^θ) − s_ij θ, θ = α u_i·u_j",
+    paper="Cao, Long, Wang, Yu. HashNet: Deep learning to hash by continuation. ICCV 2017",
+    family="hashing",
+)
+class HashNetLoss(EmbeddingLoss):
     """HashNet: class-balanced pairwise likelihood with ``θ = α u_i·u_j``. See :func:`hashnet_loss`."""
 
-    formula = "½(mean_{S1} ℓ + mean_{S0} ℓ), ℓ = log(1+e^θ) − s_ij θ, θ = α u_i·u_j"
-    paper = "Cao, Long, Wang, Yu. HashNet: Deep learning to hash by continuation. ICCV 2017"
-    family = "hashing"
 
-    def __init__(self, alpha: float | None = None, block_size: int | None = None) -> None:
-        super().__init__()
-        self.alpha = alpha
-        self.block_size = block_size
-
-    loss_function = staticmethod(hashnet_loss)
-    options = ("alpha", "block_size")
-
-
-class DSHLoss(FunctionalEmbeddingLoss):
+@loss_module(
+    dsh_loss,
+    formula="mean_{i≠j}[½s d + ½(1−s)[2K − d]_+] + α‖|u| − 1‖₁, d = ‖u_i − u_j‖²",
+    paper="Liu, Wang, Shan, Chen. Deep supervised hashing for fast image retrieval. CVPR 2016",
+    family="hashing",
+)
+class DSHLoss(EmbeddingLoss):
     """DSH: contrastive loss on ``‖u_i − u_j‖²`` with margin ``2K`` and an L1 regulariser. See :func:`dsh_loss`."""
 
-    formula = "mean_{i≠j}[½s d + ½(1−s)[2K − d]_+] + α‖|u| − 1‖₁, d = ‖u_i − u_j‖²"
-    paper = "Liu, Wang, Shan, Chen. Deep supervised hashing for fast image retrieval. CVPR 2016"
-    family = "hashing"
 
-    def __init__(
-        self, margin: float | None = None, regularization: float = 0.01, block_size: int | None = None
-    ) -> None:
-        super().__init__()
-        self.margin = margin
-        self.regularization = regularization
-        self.block_size = block_size
-
-    loss_function = staticmethod(dsh_loss)
-    options = ("margin", "regularization", "block_size")
-
-
-class ASHLoss(FunctionalEmbeddingLoss):
+@loss_module(
+    ash_loss,
+    formula="mean_{i≠j}[½s D + ½(1−s)[m − D]_+] + η(|u| − 1)², D = ½(K − u_i·u_j), m ≤ K",
+    paper="Fang et al. Attention-based saliency hashing for ophthalmic image retrieval. BIBM 2020",
+    family="hashing",
+)
+class ASHLoss(EmbeddingLoss):
     """ASH: contrastive loss on the relaxed Hamming distance, reachable margin, ``(|u| − 1)²`` quantisation.
     See :func:`ash_loss`."""
-
-    formula = "mean_{i≠j}[½s D + ½(1−s)[m − D]_+] + η(|u| − 1)², D = ½(K − u_i·u_j), m ≤ K"
-    paper = "Fang et al. Attention-based saliency hashing for ophthalmic image retrieval. BIBM 2020"
-    family = "hashing"
-
-    def __init__(
-        self, margin: float | None = None, quantization_weight: float = 0.1, block_size: int | None = None
-    ) -> None:
-        super().__init__()
-        self.margin = margin
-        self.quantization_weight = quantization_weight
-        self.block_size = block_size
-
-    loss_function = staticmethod(ash_loss)
-    options = ("margin", "quantization_weight", "block_size")

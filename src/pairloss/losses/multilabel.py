@@ -23,12 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from pairloss import memory
 from pairloss._validation import check_choice, check_floating, check_positive
-from pairloss.losses.base import PairLoss
+from pairloss.links import Exponential, Hinge, Link, Logistic
+from pairloss.losses.base import PairLoss, loss_module
 
 __all__ = [
     "LINKS",
@@ -39,30 +40,19 @@ __all__ = [
     "multilabel_univariate_loss",
 ]
 
-#: Margin links ``φ(z)``, decreasing in the margin ``z``.
+#: Margin links ``φ(z)``, decreasing in the margin ``z``, by name (the public links of :mod:`pairloss.links`).
 LINKS = ("logistic", "hinge", "exponential")
 #: Univariate weightings of Wu et al. (NeurIPS 2021).
 WEIGHTINGS = ("u1", "u2", "u3", "u4")
 
-#: Elements of one ``[B, k, c]`` chunk of label-pair margins (32 Mi floats, 128 MiB in float32).
-_PAIR_CHUNK_ELEMENTS = 32 * 2**20
+#: ``[B, k, c]`` temporaries one chunk of label-pair margins holds at once.
+_PAIR_COPIES = 4
 
 
-def _link(z: Tensor, link: str) -> Tensor:
-    if link == "logistic":
-        return F.softplus(-z)
-    if link == "hinge":
-        return F.relu(1 - z)
-    return torch.exp(-z)
-
-
-def _link_derivative(z: Tensor, link: str) -> Tensor:
-    """``φ'(z)`` (the hinge takes the subgradient 0 at its kink ``z = 1``)."""
-    if link == "logistic":
-        return -torch.sigmoid(-z)
-    if link == "hinge":
-        return -(z < 1).to(z.dtype)
-    return -torch.exp(-z)
+def _link(name: str) -> Link:
+    """The paper's links: ``log(1 + e^{−z})``, ``[1 − z]_+`` (subgradient 0 at the kink) and ``e^{−z}``."""
+    check_choice(name, "link", LINKS)
+    return {"logistic": Logistic(), "hinge": Hinge(1.0), "exponential": Exponential()}[name]
 
 
 def _check_scores_labels(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,7 +95,7 @@ def multilabel_univariate_loss(
         link: ``"logistic"``, ``"hinge"`` or ``"exponential"``.
     """
     check_choice(weighting, "weighting", WEIGHTINGS)
-    check_choice(link, "link", LINKS)
+    phi = _link(link)
     scores, y = _check_scores_labels(scores, labels)
     if scores.shape[0] == 0:
         return scores.sum() * 0
@@ -122,7 +112,7 @@ def multilabel_univariate_loss(
     else:
         weight = (1 / torch.where(valid, torch.minimum(n_pos, n_neg), one))[:, None].expand_as(y)
     margins = (2 * y - 1) * scores
-    per_row = (weight * _link(margins, link)).sum(1)
+    per_row = (weight * phi.value(margins)).sum(1)
     if weighting != "u1":
         per_row = torch.where(valid, per_row, torch.zeros_like(n_pos))
     return per_row.mean()
@@ -134,11 +124,12 @@ class _PairwiseRanking(torch.autograd.Function):
     The anchors are the relevant labels when the largest ``|Y⁺|`` of the batch is at most the largest ``|Y⁻|``
     (the usual, sparse case), otherwise the irrelevant ones. The anchors' scores are gathered into ``[B, A]``
     (``A`` = the largest anchor count, padded) and compared with all ``c`` scores ``k`` anchor columns at a time,
-    ``[B, k, c]``, so the cost is ``O(B·A·c)``, not ``O(B·c²)``.
+    ``[B, k, c]``, so the cost is ``O(B·A·c)``, not ``O(B·c²)``. Each chunk's gradient is formed from the link's
+    derivative ``φ'`` in the forward pass; the backward only scales it.
     """
 
     @staticmethod
-    def forward(ctx: Any, scores: Tensor, y: Tensor, row_weight: Tensor, link: str, budget: int) -> Tensor:
+    def forward(ctx: Any, scores: Tensor, y: Tensor, row_weight: Tensor, link: Link, chunk: int | None) -> Tensor:
         n_pos = y.sum(1)
         n_neg = y.shape[1] - n_pos
         anchor_is_positive = bool(n_pos.max() <= n_neg.max())
@@ -146,28 +137,28 @@ class _PairwiseRanking(torch.autograd.Function):
         anchor_mask = y if anchor_is_positive else 1 - y
         width = max(1, int(anchor_mask.sum(1).max()))
         index = torch.argsort(anchor_mask, dim=1, descending=True, stable=True)[:, :width]
-        chunk = max(1, min(width, budget // max(1, scores.shape[0] * scores.shape[1])))
-        ctx.save_for_backward(scores, y, row_weight, index)
-        ctx.link, ctx.sign, ctx.chunk, ctx.anchor_is_positive = link, sign, chunk, anchor_is_positive
+        if chunk is None:
+            row_bytes = scores.shape[0] * scores.shape[1] * scores.element_size()
+            chunk = memory.rows_per_block(width, row_bytes, _PAIR_COPIES, max_temporary=memory.MAX_TEMPORARY_BYTES)
         total = scores.new_zeros((), dtype=torch.float64)
+        grad = torch.zeros_like(scores)
+        grad_anchor = torch.zeros(index.shape, dtype=scores.dtype, device=scores.device)
+        start = 0
         for margins, weight in _pair_chunks(scores, y, row_weight, index, sign, anchor_is_positive, chunk):
-            total = total + (weight * _link(margins, link)).sum().to(torch.float64)
+            value, derivative = link.value_and_derivative(margins)
+            total = total + (weight * value).sum().to(torch.float64)
+            d = derivative.mul_(weight).mul_(sign)
+            grad_anchor[:, start : start + margins.shape[1]] += d.sum(2)
+            grad -= d.sum(1)
+            start += margins.shape[1]
+        grad.scatter_add_(1, index, grad_anchor)
+        ctx.save_for_backward(grad)
         return total.to(scores.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        scores, y, row_weight, index = ctx.saved_tensors
-        grad = torch.zeros_like(scores)
-        grad_anchor = torch.zeros(index.shape, dtype=scores.dtype, device=scores.device)
-        start = 0
-        chunks = _pair_chunks(scores, y, row_weight, index, ctx.sign, ctx.anchor_is_positive, ctx.chunk)
-        for margins, weight in chunks:
-            d = ctx.sign * weight * _link_derivative(margins, ctx.link)
-            grad_anchor[:, start : start + margins.shape[1]] += d.sum(2)
-            grad -= d.sum(1)
-            start += margins.shape[1]
-        grad.scatter_add_(1, index, grad_anchor)
+        (grad,) = ctx.saved_tensors
         return grad * grad_output, None, None, None, None
 
 
@@ -194,9 +185,10 @@ def multilabel_pairwise_loss(
 
     It never holds a ``[B, c, c]`` tensor: each row's relevant labels (or its irrelevant ones, whichever side is
     smaller in the batch) are gathered into ``[B, A]`` and compared with all ``c`` scores ``chunk_size`` anchors at
-    a time (``[B, chunk_size, c]``; chosen from a 32 Mi-element budget when ``None``), so the cost is
-    ``O(B·A·c)``: ``O(c²)`` per sample at worst, ``O(|Y⁺|·c)`` for sparse labels. The gradient is written from
-    ``φ'`` so that no chunk is kept for autograd. Rows with no relevant or no irrelevant label contribute 0.
+    a time (``[B, chunk_size, c]``; from the memory budget of :mod:`pairloss.memory` when ``None``), so the cost is
+    ``O(B·A·c)``: ``O(c²)`` per sample at worst, ``O(|Y⁺|·c)`` for sparse labels. The gradient is formed from the
+    link's derivative ``φ'`` (:mod:`pairloss.links`) in the same pass, so no chunk is kept for autograd or
+    recomputed. Rows with no relevant or no irrelevant label contribute 0.
 
     Args:
         scores: ``[B, c]`` real-valued label scores.
@@ -204,53 +196,47 @@ def multilabel_pairwise_loss(
         link: ``"logistic"``, ``"hinge"`` or ``"exponential"``.
         chunk_size: anchor labels per chunk.
     """
-    check_choice(link, "link", LINKS)
+    phi = _link(link)
     scores, y = _check_scores_labels(scores, labels)
     batch, c = scores.shape
     if batch == 0 or c == 0:
         return scores.sum() * 0
     if chunk_size is not None:
         check_positive(chunk_size, "chunk_size")
-    budget = _PAIR_CHUNK_ELEMENTS if chunk_size is None else int(chunk_size) * batch * c
     n_pos, n_neg, valid = _row_counts(y)
     row_weight = torch.where(valid, 1 / torch.where(valid, n_pos * n_neg, torch.ones_like(n_pos)), 0 * n_pos)
-    total: Tensor = _PairwiseRanking.apply(scores, y, row_weight, link, budget)
+    total: Tensor = _PairwiseRanking.apply(scores, y, row_weight, phi, None if chunk_size is None else int(chunk_size))
     return total / batch
 
 
+def _check_link(link: str = "logistic", weighting: str = "u3", **_: object) -> None:
+    check_choice(link, "link", LINKS)
+    check_choice(weighting, "weighting", WEIGHTINGS)
+
+
+@loss_module(
+    multilabel_pairwise_loss,
+    formula="mean_i 1/(|Y⁺||Y⁻|) Σ_{p∈Y⁺} Σ_{q∈Y⁻} φ(f_p − f_q)",
+    paper="Wu, Li, Xu, Zhu. Rethinking and Reweighting the Univariate Losses for Multi-Label Ranking. NeurIPS 2021",
+    family="multilabel",
+    check=_check_link,
+)
 class MultiLabelPairwiseLoss(PairLoss):
     """Pairwise multi-label ranking loss: every (relevant, irrelevant) label pair of a sample, ``O(c²)``.
 
     See :func:`multilabel_pairwise_loss`. Call it as ``loss(scores [B, c], labels [B, c])``.
     """
 
-    formula = "mean_i 1/(|Y⁺||Y⁻|) Σ_{p∈Y⁺} Σ_{q∈Y⁻} φ(f_p − f_q)"
-    paper = "Wu, Li, Xu, Zhu. Rethinking and Reweighting the Univariate Losses for Multi-Label Ranking. NeurIPS 2021"
-    family = "multilabel"
 
-    def __init__(self, link: str = "logistic", chunk_size: int | None = None) -> None:
-        super().__init__()
-        self.link = check_choice(link, "link", LINKS)
-        self.chunk_size = chunk_size
-
-    def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
-        return multilabel_pairwise_loss(scores, labels, link=self.link, chunk_size=self.chunk_size)
-
-
+@loss_module(
+    multilabel_univariate_loss,
+    formula="mean_i Σ_j C_j φ(y_j f_j), u3: C = 1/|Y⁺| on Y⁺, 1/|Y⁻| on Y⁻",
+    paper="Wu, Li, Xu, Zhu. Rethinking and Reweighting the Univariate Losses for Multi-Label Ranking. NeurIPS 2021",
+    family="multilabel",
+    check=_check_link,
+)
 class MultiLabelUnivariateLoss(PairLoss):
     """Univariate multi-label ranking loss with weighting ``u1``–``u4``; ``u3`` is the reweighted loss, ``O(c)``.
 
     See :func:`multilabel_univariate_loss`. Call it as ``loss(scores [B, c], labels [B, c])``.
     """
-
-    formula = "mean_i Σ_j C_j φ(y_j f_j), u3: C = 1/|Y⁺| on Y⁺, 1/|Y⁻| on Y⁻"
-    paper = "Wu, Li, Xu, Zhu. Rethinking and Reweighting the Univariate Losses for Multi-Label Ranking. NeurIPS 2021"
-    family = "multilabel"
-
-    def __init__(self, weighting: str = "u3", link: str = "logistic") -> None:
-        super().__init__()
-        self.weighting = check_choice(weighting, "weighting", WEIGHTINGS)
-        self.link = check_choice(link, "link", LINKS)
-
-    def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
-        return multilabel_univariate_loss(scores, labels, weighting=self.weighting, link=self.link)

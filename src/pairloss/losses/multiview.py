@@ -7,6 +7,10 @@ embedding of object ``i`` seen through view ``l``. The views are L2-normalised i
   ``k``-tuples with the entropic multi-marginal OT cost over all ``n^k`` tuples.
 * :func:`pairwise_infonce_loss`: InfoNCE on each of the ``k(k−1)/2`` pairs of views.
 * :func:`average_of_rest_infonce_loss`: InfoNCE of each view against the average of the other ``k − 1``.
+
+None is built by :func:`pairloss.pair_loss`: M3G is an optimal-transport problem over ``k``-tuples, and InfoNCE's
+loss of a pair is a softmax over its whole row (as NT-Xent's), so the baselines run on the engine with row
+functions of their own.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from torch import Tensor
 
 from pairloss._validation import check_choice, check_floating, check_positive
 from pairloss.engine import CROSS_RANK, PairBlock, row_block_sums
-from pairloss.losses.base import BatchAxis, PairLoss
+from pairloss.losses.base import BatchAxis, PairLoss, loss_module
 from pairloss.losses.ot import (
     DEFAULT_OT_MEMORY_BUDGET,
+    OTBudget,
     check_tensor_size,
     multimarginal_sinkhorn,
     pairwise_cost_tensor,
@@ -151,7 +156,7 @@ def _m3g(
     tol: float,
     max_iter: int,
     check_every: int,
-    memory_budget: int | None,
+    memory_budget: OTBudget,
 ) -> tuple[Tensor, M3GSolve]:
     z = check_views(views)
     if not callable(cost):
@@ -187,7 +192,7 @@ def m3g_loss(
     tol: float = 1e-3,
     max_iter: int = 500,
     check_every: int = 5,
-    memory_budget: int | None = DEFAULT_OT_MEMORY_BUDGET,
+    memory_budget: OTBudget = DEFAULT_OT_MEMORY_BUDGET,
 ) -> Tensor:
     """Multi-marginal matching gap (Piran, Klein, Thornton, Cuturi, ICML 2024).
 
@@ -217,18 +222,21 @@ def m3g_loss(
     return gap
 
 
+@loss_module(
+    m3g_loss,
+    formula="⟨J, C⟩ + ε(k−1)log n − min_{P∈Π(1/n,…,1/n)} [⟨P, C⟩ + ε KL(P‖⊗1/n)],  C = Σ_{l<m} c(z_l, z_m)",
+    paper=(
+        "Piran, Klein, Thornton, Cuturi. Contrasting multiple representations with the multi-marginal matching "
+        "gap. ICML 2024"
+    ),
+    family="multiview",
+)
 class M3GLoss(PairLoss):
     """Multi-marginal matching gap of ``k`` views: see :func:`m3g_loss`.
 
     After each call, :attr:`last_solve` holds the solver's diagnostics (ε, iterations, marginal error).
     """
 
-    formula = "⟨J, C⟩ + ε(k−1)log n − min_{P∈Π(1/n,…,1/n)} [⟨P, C⟩ + ε KL(P‖⊗1/n)],  C = Σ_{l<m} c(z_l, z_m)"
-    paper = (
-        "Piran, Klein, Thornton, Cuturi. Contrasting multiple representations with the multi-marginal matching "
-        "gap. ICML 2024"
-    )
-    family = "multiview"
     batch_axes = VIEWS_BATCH_AXES
 
     def __init__(
@@ -239,7 +247,7 @@ class M3GLoss(PairLoss):
         tol: float = 1e-3,
         max_iter: int = 500,
         check_every: int = 5,
-        memory_budget: int | None = DEFAULT_OT_MEMORY_BUDGET,
+        memory_budget: OTBudget = DEFAULT_OT_MEMORY_BUDGET,
     ) -> None:
         super().__init__()
         if not callable(cost):
@@ -331,36 +339,32 @@ def average_of_rest_infonce_loss(views: Views, *, temperature: float = 0.1) -> T
     return torch.stack(terms).sum() / (2 * k * n)
 
 
+def _check_temperature(temperature: float = 0.1, **_: object) -> None:
+    check_positive(temperature, "temperature")
+
+
+@loss_module(
+    pairwise_infonce_loss,
+    formula="1/(k(k−1)) Σ_{l≠m} mean_i [−s^{lm}_ii/τ + log Σ_j exp(s^{lm}_ij/τ)]",
+    paper="Tian, Krishnan, Isola. Contrastive multiview coding. ECCV 2020 (InfoNCE: Oord et al. 2018)",
+    family="multiview",
+    check=_check_temperature,
+)
 class PairwiseInfoNCELoss(PairLoss):
     """InfoNCE summed over the ``½k(k−1)`` pairs of views: see :func:`pairwise_infonce_loss`."""
 
-    formula = "1/(k(k−1)) Σ_{l≠m} mean_i [−s^{lm}_ii/τ + log Σ_j exp(s^{lm}_ij/τ)]"
-    paper = "Tian, Krishnan, Isola. Contrastive multiview coding. ECCV 2020 (InfoNCE: Oord et al. 2018)"
-    family = "multiview"
     batch_axes = VIEWS_BATCH_AXES
 
-    def __init__(self, temperature: float = 0.1) -> None:
-        super().__init__()
-        self.temperature = check_positive(temperature, "temperature")
 
-    def forward(self, views: Views) -> Tensor:
-        return pairwise_infonce_loss(views, temperature=self.temperature)
-
-
+@loss_module(
+    average_of_rest_infonce_loss,
+    formula="1/(2k) Σ_l mean_i [ℓ(z_l[i]; z̄_{−l}) + ℓ(z̄_{−l}[i]; z_l)],  z̄_{−l} = mean_{m≠l} z_m",
+    paper="Piran, Klein, Thornton, Cuturi. Contrasting multiple representations with the multi-marginal matching "
+    "gap. ICML 2024 (one-vs-average-of-rest baseline)",
+    family="multiview",
+    check=_check_temperature,
+)
 class AverageOfRestInfoNCELoss(PairLoss):
     """InfoNCE of each view against the average of the others: see :func:`average_of_rest_infonce_loss`."""
 
-    formula = "1/(2k) Σ_l mean_i [ℓ(z_l[i]; z̄_{−l}) + ℓ(z̄_{−l}[i]; z_l)],  z̄_{−l} = mean_{m≠l} z_m"
-    paper = (
-        "Piran, Klein, Thornton, Cuturi. Contrasting multiple representations with the multi-marginal matching "
-        "gap. ICML 2024 (one-vs-average-of-rest baseline)"
-    )
-    family = "multiview"
     batch_axes = VIEWS_BATCH_AXES
-
-    def __init__(self, temperature: float = 0.1) -> None:
-        super().__init__()
-        self.temperature = check_positive(temperature, "temperature")
-
-    def forward(self, views: Views) -> Tensor:
-        return average_of_rest_infonce_loss(views, temperature=self.temperature)

@@ -31,10 +31,12 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from pairloss import memory
 from pairloss._validation import check_floating, check_positive, check_tensor
 
 __all__ = [
@@ -47,8 +49,12 @@ __all__ = [
     "sum_of_pairwise_costs",
 ]
 
-#: Bytes the solver may use by default (cost tensor, log-coupling and log-sum-exp temporaries).
-DEFAULT_OT_MEMORY_BUDGET = 8 * 2**30
+#: The default memory budget of a solve: the library's shared budget (:func:`pairloss.memory.get_memory_budget`,
+#: set with :func:`pairloss.set_memory_budget`), read when the solve starts. The solve cannot run in blocks, so a
+#: problem beyond it is refused.
+DEFAULT_OT_MEMORY_BUDGET: Literal["shared"] = "shared"
+
+OTBudget = int | Literal["shared"] | None
 
 #: Tensors of ``n_1 ⋯ n_k`` entries alive at once during a solve (cost, log-coupling, two temporaries).
 WORKING_COPIES = 4
@@ -68,15 +74,18 @@ def _format_bytes(n_bytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_tensor_size(shape: Sequence[int], dtype: torch.dtype, memory_budget: int | None) -> int:
+def check_tensor_size(shape: Sequence[int], dtype: torch.dtype, memory_budget: OTBudget) -> int:
     """Check that a multi-marginal problem of ``shape`` fits ``memory_budget`` bytes; return its entry count.
 
-    The solver needs about ``WORKING_COPIES × n_1 ⋯ n_k × itemsize`` bytes; ``memory_budget=None`` disables
-    the check. Raises ``ValueError`` saying how much memory the problem would need otherwise.
+    The solver needs about ``WORKING_COPIES × n_1 ⋯ n_k × itemsize`` bytes; ``memory_budget="shared"`` reads the
+    shared budget (:mod:`pairloss.memory`), ``None`` disables the check. Raises ``ValueError`` saying how much
+    memory the problem would need otherwise.
     """
     entries = math.prod(int(n) for n in shape)
     if memory_budget is None:
         return entries
+    if memory_budget == DEFAULT_OT_MEMORY_BUDGET:
+        memory_budget = memory.get_memory_budget()
     itemsize = torch.empty((), dtype=dtype).element_size()
     needed = WORKING_COPIES * entries * itemsize
     if needed > memory_budget:
@@ -84,7 +93,8 @@ def check_tensor_size(shape: Sequence[int], dtype: torch.dtype, memory_budget: i
         raise ValueError(
             f"a multi-marginal problem of shape {dims} has {entries:,} entries and needs about "
             f"{_format_bytes(needed)} ({WORKING_COPIES} tensors of {dtype}), beyond the memory budget of "
-            f"{_format_bytes(memory_budget)}; use fewer views or a smaller batch, or raise memory_budget"
+            f"{_format_bytes(memory_budget)}; use fewer views or a smaller batch, or raise the budget "
+            "(pairloss.set_memory_budget)"
         )
     return entries
 
@@ -136,7 +146,7 @@ def pairwise_cost_tensor(pairwise: Sequence[Tensor], sizes: Sequence[int]) -> Te
 def sum_of_pairwise_costs(
     points: Sequence[Tensor],
     cost_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-    memory_budget: int | None = DEFAULT_OT_MEMORY_BUDGET,
+    memory_budget: OTBudget = DEFAULT_OT_MEMORY_BUDGET,
 ) -> Tensor:
     """The cost tensor of ``k`` point clouds: ``C[i_1..i_k] = Σ_{l<m} c(x_l[i_l], x_m[i_m])``.
 
@@ -320,7 +330,7 @@ def multimarginal_sinkhorn(
     tol: float = 1e-4,
     max_iter: int = 1000,
     check_every: int = 1,
-    memory_budget: int | None = DEFAULT_OT_MEMORY_BUDGET,
+    memory_budget: OTBudget = DEFAULT_OT_MEMORY_BUDGET,
 ) -> MultiMarginalResult:
     """Solve ``min_P ⟨P, C⟩ + ε KL(P ‖ ⊗a_l)`` over couplings with marginals ``a_1..a_k`` (log-domain).
 
@@ -336,7 +346,8 @@ def multimarginal_sinkhorn(
         tol: stop once the marginal error ``Σ_l ‖P_l − a_l‖₁ < tol``.
         max_iter: maximum number of sweeps over the ``k`` marginals.
         check_every: sweeps between two evaluations of the marginal error (one extra pass over the tensor).
-        memory_budget: bytes the solve may take (``None``: unchecked); ``ValueError`` beyond it.
+        memory_budget: bytes the solve may take (``"shared"``: the shared budget of :mod:`pairloss.memory`;
+            ``None``: unchecked); ``ValueError`` beyond it.
 
     The first sweep runs in the log domain; the following ones scale the kernel ``K = P`` (``P = K ⊙ ⊗u``), each
     in two matrix-vector passes over ``K`` whatever ``k`` (see :func:`_kernel_sweep`), with the marginal error read
@@ -367,7 +378,7 @@ def _solve(
     tol: float = 1e-4,
     max_iter: int = 1000,
     check_every: int = 1,
-    memory_budget: int | None = DEFAULT_OT_MEMORY_BUDGET,
+    memory_budget: OTBudget = DEFAULT_OT_MEMORY_BUDGET,
 ) -> MultiMarginalResult:
     """:func:`multimarginal_sinkhorn` on the threads that its caller chose."""
     check_floating(cost, "cost")

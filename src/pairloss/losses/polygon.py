@@ -13,11 +13,17 @@ predicted for each ground-truth box and trained from the box alone:
 
 :func:`boxsnake_loss` puts the three together on box-aligned crops of the image, with the paper's weights
 1.0 / 0.5 (after a linear warm-up) / 0.03. The soft masks come from :func:`pairloss.losses.rasterize.soft_polygon_mask`.
+
+The pixel pairs are the public :class:`pairloss.pairs.NeighbourPairs` and their weights
+:class:`pairloss.weights.DistanceAware`; the losses are not built by :func:`pairloss.pair_loss`, whose pairs are
+rows of an ``N × N`` score matrix: a pixel has a fixed 8 neighbours, so each offset is one shifted image and the
+whole loss is ``8`` elementwise passes, with no pair matrix to block.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_choice, check_floating, check_positive
-from pairloss.losses.base import PairLoss
+from pairloss.losses.base import PairLoss, loss_module
 from pairloss.losses.color import rgb_to_lab
 from pairloss.losses.rasterize import soft_polygon_mask
+from pairloss.pairs import NeighbourPairs
+from pairloss.weights import DistanceAware
 
 __all__ = [
     "BoxCrops",
@@ -141,41 +149,20 @@ def polygon_box_loss(vertices: Tensor, boxes: Tensor) -> Tensor:
     return (1 - box_ciou(polygon_boxes(vertices), boxes.to(vertices.dtype))).mean()
 
 
+@loss_module(
+    polygon_box_loss,
+    formula="mean_n 1 − CIoU([min_k v_nk, max_k v_nk], box_n)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class PolygonBoxLoss(PairLoss):
     """1 − CIoU between each polygon's bounding box and its ground-truth box (BoxSnake's unary term).
 
     ``loss(vertices [N, V, 2], boxes [N, 4])``; see :func:`polygon_box_loss`.
     """
 
-    formula = "mean_n 1 − CIoU([min_k v_nk, max_k v_nk], box_n)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
-
-    def forward(self, vertices: Tensor, boxes: Tensor) -> Tensor:
-        return polygon_box_loss(vertices, boxes)
-
 
 # ------------------------------------------------------------------------------------ local pairwise loss
-
-
-def _neighbour_offsets(kernel_size: int, dilation: int) -> list[tuple[int, int]]:
-    if kernel_size < 3 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd number >= 3, got {kernel_size}")
-    if dilation < 1:
-        raise ValueError(f"dilation must be >= 1, got {dilation}")
-    half = kernel_size // 2
-    steps = range(-half * dilation, half * dilation + 1, dilation)
-    return [(dy, dx) for dy in steps for dx in steps if (dy, dx) != (0, 0)]
-
-
-def _shifted(x: Tensor, dy: int, dx: int) -> tuple[Tensor, Tensor]:
-    """Views ``(x_i, x_j)`` of ``[..., H, W]`` over the pixels i whose neighbour j = i + (dy, dx) is on the grid."""
-    h, w = x.shape[-2], x.shape[-1]
-    rows_i = slice(max(0, -dy), h - max(0, dy))
-    cols_i = slice(max(0, -dx), w - max(0, dx))
-    rows_j = slice(max(0, dy), h - max(0, -dy))
-    cols_j = slice(max(0, dx), w - max(0, -dx))
-    return x[..., rows_i, cols_i], x[..., rows_j, cols_j]
 
 
 def color_affinity(images_lab: Tensor, *, sigma: float = 2.0, dilation: int = 2, kernel_size: int = 3) -> Tensor:
@@ -187,13 +174,13 @@ def color_affinity(images_lab: Tensor, *, sigma: float = 2.0, dilation: int = 2,
     """
     check_floating(images_lab, "images_lab", ndim=4)
     check_positive(sigma, "sigma")
-    offsets = _neighbour_offsets(kernel_size, dilation)
+    offsets = NeighbourPairs(kernel_size, dilation).offsets
     n, _, h, w = images_lab.shape
     out = images_lab.new_zeros(n, len(offsets), h, w)
     for k, (dy, dx) in enumerate(offsets):
-        centre, neighbour = _shifted(images_lab, dy, dx)
-        target, _ = _shifted(out[:, k], dy, dx)
-        target.copy_(torch.exp(-torch.linalg.vector_norm(centre - neighbour, dim=1) / sigma))
+        centre, neighbour = NeighbourPairs.shifted(images_lab, dy, dx)
+        target, _ = NeighbourPairs.shifted(out[:, k], dy, dx)
+        target.copy_(DistanceAware(sigma)(centre, neighbour))
     return out
 
 
@@ -226,7 +213,7 @@ def local_pairwise_loss(
 
     A batch with no pair inside a box gives 0 with a zero gradient.
     """
-    offsets = _neighbour_offsets(kernel_size, dilation)
+    offsets = NeighbourPairs(kernel_size, dilation).offsets
     _check_masks(masks, affinity, "affinity")
     check_choice(variant, "variant", ("distance", "boxinst"))
     if affinity.shape[1] != len(offsets):
@@ -236,9 +223,9 @@ def local_pairwise_loss(
     total = masks.new_zeros(())
     norm = masks.new_zeros(())
     for k, (dy, dx) in enumerate(offsets):
-        m_i, m_j = _shifted(masks, dy, dx)
-        inside, _ = _shifted(box_masks, dy, dx)
-        w, _ = _shifted(affinity[:, k], dy, dx)
+        m_i, m_j = NeighbourPairs.shifted(masks, dy, dx)
+        inside, _ = NeighbourPairs.shifted(box_masks, dy, dx)
+        w, _ = NeighbourPairs.shifted(affinity[:, k], dy, dx)
         if variant == "distance":
             w = w * inside
             total = total + (w * (m_i - m_j).abs()).sum()
@@ -252,16 +239,18 @@ def local_pairwise_loss(
     return total / norm.clamp_min(1)
 
 
+@loss_module(
+    local_pairwise_loss,
+    formula="Σ_(i,j)∈N₈(box) w_ij |m_i − m_j| / max(Σ w_ij, 1),  w_ij = exp(−‖LAB_i − LAB_j‖/σ)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class LocalPairwiseLoss(PairLoss):
     """BoxSnake's local distance-aware pairwise loss, ``loss(masks, images_lab, box_masks)``.
 
     The module computes the colour affinity of ``images_lab [N, 3, H, W]`` (σ, dilation) on each call; see
     :func:`local_pairwise_loss` and :func:`color_affinity`.
     """
-
-    formula = "Σ_(i,j)∈N₈(box) w_ij |m_i − m_j| / max(Σ w_ij, 1),  w_ij = exp(−‖LAB_i − LAB_j‖/σ)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
 
     def __init__(
         self,
@@ -274,7 +263,7 @@ class LocalPairwiseLoss(PairLoss):
         super().__init__()
         check_positive(sigma, "sigma")
         check_choice(variant, "variant", ("distance", "boxinst"))
-        _neighbour_offsets(kernel_size, dilation)
+        NeighbourPairs(kernel_size, dilation)  # checks the neighbourhood
         self.sigma, self.dilation, self.kernel_size = sigma, dilation, kernel_size
         self.variant, self.threshold = variant, threshold
 
@@ -317,18 +306,17 @@ def level_set_loss(masks: Tensor, images: Tensor) -> Tensor:
     return (energy / (c * h * w)).mean()
 
 
+@loss_module(
+    level_set_loss,
+    formula="mean_n Σ_c Σ_p (I − μ_in)² m + (I − μ_out)² (1 − m) / (C·H·W)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class LevelSetLoss(PairLoss):
     """BoxSnake's global level-set pairwise loss, ``loss(masks [N, H, W], images [N, C, H, W])``.
 
     See :func:`level_set_loss`.
     """
-
-    formula = "mean_n Σ_c Σ_p (I − μ_in)² m + (I − μ_out)² (1 − m) / (C·H·W)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
-
-    def forward(self, masks: Tensor, images: Tensor) -> Tensor:
-        return level_set_loss(masks, images)
 
 
 # ------------------------------------------------------------------------------- crops and the full loss
@@ -353,9 +341,43 @@ class BoxCrops:
     scale: Tensor
     dilation: int
 
+    def __len__(self) -> int:
+        return int(self.box_masks.shape[0])
+
     def to_crop(self, vertices: Tensor) -> Tensor:
         """Map image coordinates ``[N, V, 2]`` into each box's crop grid."""
         return (vertices - self.origin.unsqueeze(1)) * self.scale.unsqueeze(1)
+
+    def select(self, index: Tensor) -> BoxCrops:
+        """The crops of the boxes ``index`` (a 1-D index or boolean tensor)."""
+        return BoxCrops(
+            self.lab[index],
+            self.normalized[index],
+            self.affinity[index],
+            self.box_masks[index],
+            self.origin[index],
+            self.scale[index],
+            self.dilation,
+        )
+
+    @staticmethod
+    def cat(parts: Sequence[BoxCrops]) -> BoxCrops:
+        """The crops of several images, one after the other (same grid size and dilation)."""
+        if not parts:
+            raise ValueError("parts is empty: give at least one BoxCrops")
+        sides = {p.box_masks.shape[-1] for p in parts}
+        dilations = {p.dilation for p in parts}
+        if len(sides) != 1 or len(dilations) != 1:
+            raise ValueError(f"crops must share their grid and dilation, got sides {sides} and dilations {dilations}")
+        return BoxCrops(
+            torch.cat([p.lab for p in parts]),
+            torch.cat([p.normalized for p in parts]),
+            torch.cat([p.affinity for p in parts]),
+            torch.cat([p.box_masks for p in parts]),
+            torch.cat([p.origin for p in parts]),
+            torch.cat([p.scale for p in parts]),
+            parts[0].dilation,
+        )
 
 
 def box_crops(
@@ -392,9 +414,9 @@ def box_crops(
     crops = crops.view(stacked.shape[1], n, side, side).transpose(0, 1)  # also for n = 0 (an image without boxes)
     valid = (crops[:, 6] > 0.5).to(image.dtype)
     affinity = color_affinity(crops[:, :3], sigma=sigma, dilation=dilation)
-    for k, (dy, dx) in enumerate(_neighbour_offsets(3, dilation)):
-        valid_i, valid_j = _shifted(valid, dy, dx)
-        _shifted(affinity[:, k], dy, dx)[0].mul_(valid_i * valid_j)
+    for k, (dy, dx) in enumerate(NeighbourPairs(3, dilation).offsets):
+        valid_i, valid_j = NeighbourPairs.shifted(valid, dy, dx)
+        NeighbourPairs.shifted(affinity[:, k], dy, dx)[0].mul_(valid_i * valid_j)
     box_masks = torch.zeros(n, side, side, dtype=torch.bool, device=image.device)
     box_masks[:, padding : padding + size, padding : padding + size] = True
     return BoxCrops(crops[:, :3], crops[:, 3:6] * valid.unsqueeze(1), affinity, box_masks, origin, scale, dilation)
@@ -464,16 +486,18 @@ def boxsnake_loss(
     return total
 
 
+@loss_module(
+    boxsnake_loss,
+    formula="1 − CIoU(bbox(P), B) + 0.5·Σ w_ij|m_i − m_j|/Σ w_ij + 0.03·Chan–Vese(m, I)",
+    paper=BOXSNAKE_PAPER,
+    family="polygon",
+)
 class BoxSnakeLoss(PairLoss):
     """BoxSnake's full box-supervised loss, ``loss(vertices, boxes, crops, step=None)`` (crops: :func:`box_crops`).
 
     ``warmup_steps`` > 0 ramps the local pairwise weight linearly from 0 to its value over the first steps
     (the paper: 10k iterations); ``step=None`` means "after the warm-up". See :func:`boxsnake_loss`.
     """
-
-    formula = "1 − CIoU(bbox(P), B) + 0.5·Σ w_ij|m_i − m_j|/Σ w_ij + 0.03·Chan–Vese(m, I)"
-    paper = BOXSNAKE_PAPER
-    family = "polygon"
 
     def __init__(
         self,

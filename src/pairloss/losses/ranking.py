@@ -7,12 +7,14 @@ receive zero gradient. A list with fewer than two real items, or whose items all
 no ordering information: it contributes 0 and is not counted in a mean (the calibrated softmax, a calibration loss,
 is the one exception, see its docstring).
 
-Pairs are all ``(i, j)`` of one list with ``y_i > y_j``; ``s_ij = s_i − s_j``. The pairwise terms are computed as
-``[b, L, L]`` tensors over chunks of ``b`` lists whose size bounds memory (``max_memory`` bytes, 256 MiB by
-default), so long lists never hold the whole batch's pair tensors: the pairwise losses (RankNet, hinge, soft
-zero-one, LambdaLoss) have a hand-written backward that recomputes each chunk
-(:func:`pairloss.losses._lists.pairwise_sum`), ApproxNDCG and NeuralNDCG run each chunk under activation
-checkpointing.
+Pairs are all ``(i, j)`` of one list with ``y_i > y_j`` (:class:`pairloss.pairs.RelevancePairs`); their margin is
+``s_i − s_j``. The pairwise terms are computed as ``[b, L, L]`` tensors over blocks of ``b`` lists whose size the
+memory budget bounds (:mod:`pairloss.memory`), so long lists never hold the whole batch's pair tensors. The pairwise
+losses (RankNet, hinge, soft zero-one, LambdaLoss) are a link from :mod:`pairloss.links` (logistic, hinge, sigmoid)
+and a weight from :mod:`pairloss.weights` (LambdaLoss's) on the shared list-pair evaluator
+(:func:`pairloss.losses._lists.pairwise_sum`), which forms each block's gradient from the link's derivative in the
+forward pass; ApproxNDCG and NeuralNDCG are not sums over pairs of a link, so they run each block under activation
+checkpointing (:func:`pairloss.memory.blocked_sum`).
 
 Names follow allRank / TF-Ranking:
 
@@ -37,25 +39,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from pairloss import links, memory
 from pairloss._validation import check_choice, check_positive
 from pairloss.losses._lists import (
     LIST_BATCH_AXES,
     Lists,
-    PairLink,
-    chunked_list_sums,
     dcg_discounts,
     exp_gains,
     ideal_dcg,
+    list_pair_loss,
     pairwise_sum,
     prepare_lists,
 )
-from pairloss.losses.base import PairLoss, mean_of_active
+from pairloss.losses.base import PairLoss, loss_module, mean_of_active
+from pairloss.pairs import RelevancePairs
+from pairloss.reducers import MeanReducer, Reducer, SumReducer
+from pairloss.weights import LAMBDA_SCHEMES, LambdaWeight, Uniform, rank_positions
 
 __all__ = [
     "LAMBDA_SCHEMES",
@@ -83,9 +86,6 @@ __all__ = [
     "ranknet_loss",
 ]
 
-#: LambdaLoss weighting schemes (Wang et al. 2018): ``None`` is plain RankNet with log base 2.
-LAMBDA_SCHEMES = ("ndcg_loss1", "ndcg_loss2", "ndcg_loss2pp", "lambdarank")
-
 _REDUCTIONS = ("mean", "sum")
 
 
@@ -94,31 +94,12 @@ def _neg(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 4
 
 
-def _pair_mask(y: Tensor, valid: Tensor) -> Tensor:
-    """``[b, L, L]``: real pairs with ``y_i > y_j``."""
-    return (y[:, :, None] > y[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+def _reducer(reduction: str) -> Reducer:
+    return MeanReducer() if check_choice(reduction, "reduction", _REDUCTIONS) == "mean" else SumReducer()
 
 
-# ---------------------------------------------------------------- pairwise losses with a link on s_i − s_j
-
-
-def _pairwise(lists: Lists, link: PairLink, reduction: str, max_memory: int | None) -> Tensor:
-    def select(s: Tensor, part: slice) -> tuple[Tensor, float]:
-        return _pair_mask(lists.relevance[part], lists.valid[part]), 1.0
-
-    total, count = pairwise_sum(lists.scores, select, link, max_memory=max_memory)
-    return total if reduction == "sum" else mean_of_active(total, count)
-
-
-def _logistic(sigma: float, scale: float = 1.0) -> PairLink:
-    """``φ(d) = scale · log(1 + e^{−σ d})``, ``φ'(d) = −scale · σ · sigmoid(−σ d)``."""
-
-    def link(d: Tensor, derivative: bool) -> Tensor:
-        if derivative:
-            return torch.sigmoid(-sigma * d) * (-sigma * scale)
-        return F.softplus(-sigma * d) * scale
-
-    return link
+def _pairwise(lists: Lists, link: links.Link, reduction: str) -> Tensor:
+    return list_pair_loss(lists, RelevancePairs(), link, Uniform(), _reducer(reduction))
 
 
 def ranknet_loss(
@@ -128,7 +109,6 @@ def ranknet_loss(
     *,
     sigma: float = 1.0,
     reduction: str = "mean",
-    max_memory: int | None = None,
 ) -> Tensor:
     """RankNet / pairwise logistic loss (Burges et al., ICML 2005).
 
@@ -140,7 +120,7 @@ def ranknet_loss(
     check_positive(sigma, "sigma")
     check_choice(reduction, "reduction", _REDUCTIONS)
     lists = prepare_lists(scores, relevance, group_ids)
-    return _pairwise(lists, _logistic(sigma), reduction, max_memory)
+    return _pairwise(lists, links.Logistic(sigma), reduction)
 
 
 def pairwise_hinge_loss(
@@ -150,7 +130,6 @@ def pairwise_hinge_loss(
     *,
     margin: float = 1.0,
     reduction: str = "mean",
-    max_memory: int | None = None,
 ) -> Tensor:
     """Pairwise hinge loss (RankSVM, Joachims, KDD 2002; TF-Ranking's ``PairwiseHingeLoss``).
 
@@ -159,11 +138,7 @@ def pairwise_hinge_loss(
     check_positive(margin, "margin", allow_zero=True)
     check_choice(reduction, "reduction", _REDUCTIONS)
     lists = prepare_lists(scores, relevance, group_ids)
-
-    def hinge(d: Tensor, derivative: bool) -> Tensor:
-        return -(d < margin).to(d.dtype) if derivative else F.relu(margin - d)
-
-    return _pairwise(lists, hinge, reduction, max_memory)
+    return _pairwise(lists, links.Hinge(margin), reduction)
 
 
 def pairwise_soft_zero_one_loss(
@@ -173,7 +148,6 @@ def pairwise_soft_zero_one_loss(
     *,
     sigma: float = 1.0,
     reduction: str = "mean",
-    max_memory: int | None = None,
 ) -> Tensor:
     """Pairwise soft zero-one loss, a sigmoid relaxation of the count of mis-ordered pairs (TF-Ranking).
 
@@ -182,23 +156,10 @@ def pairwise_soft_zero_one_loss(
     check_positive(sigma, "sigma")
     check_choice(reduction, "reduction", _REDUCTIONS)
     lists = prepare_lists(scores, relevance, group_ids)
-
-    def soft_zero_one(d: Tensor, derivative: bool) -> Tensor:
-        p = torch.sigmoid(-sigma * d)
-        return -sigma * p * (1.0 - p) if derivative else p
-
-    return _pairwise(lists, soft_zero_one, reduction, max_memory)
+    return _pairwise(lists, links.SigmoidRank(tau=1.0 / sigma), reduction)
 
 
 # ---------------------------------------------------------------- LambdaLoss / LambdaRank
-
-
-def _ranks(s: Tensor, valid: Tensor) -> Tensor:
-    """0-based rank of every item when sorted by descending score (padded items last, ties by position)."""
-    key = torch.where(valid, s.detach(), torch.full((), -math.inf, dtype=s.dtype))
-    order = torch.argsort(key, dim=-1, descending=True, stable=True)
-    positions = torch.arange(s.shape[-1], device=s.device).expand_as(order)
-    return torch.empty_like(order).scatter_(-1, order, positions)
 
 
 def lambda_loss(
@@ -211,7 +172,6 @@ def lambda_loss(
     sigma: float = 1.0,
     mu: float = 10.0,
     reduction: str = "sum",
-    max_memory: int | None = None,
 ) -> Tensor:
     """LambdaLoss (Wang, Li, Golbandi, Bendersky, Najork, CIKM 2018) and its weighting schemes.
 
@@ -240,37 +200,24 @@ def lambda_loss(
     check_choice(reduction, "reduction", _REDUCTIONS)
     lists = prepare_lists(scores, relevance, group_ids)
 
+    weight = None if weighing_scheme is None else LambdaWeight(weighing_scheme, k, mu)
+    ordered = RelevancePairs()
+
     def select(s: Tensor, part: slice) -> tuple[Tensor, Tensor | float]:
         y, valid, informative = lists.relevance[part], lists.valid[part], lists.informative[part]
-        rank = _ranks(s, valid)
-        inv_d = 1.0 / torch.log2(2.0 + rank.to(s.dtype))
-        idcg = ideal_dcg(y, valid, k).clamp_min(torch.finfo(s.dtype).tiny)
-        gain = exp_gains(y, valid) / idcg[:, None]
-        eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
         if weighing_scheme == "ndcg_loss1":
+            eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
             pairs = valid[:, :, None] & valid[:, None, :] & ~eye & informative[:, None, None]
         else:
-            pairs = _pair_mask(y, valid)
+            pairs = ordered.mask(y, valid)
         if k is not None:
-            top = rank < k
+            top = rank_positions(s, valid) < k
             pairs = pairs & top[:, :, None] & top[:, None, :]
-        if weighing_scheme is None:
-            return pairs, 1.0
-        if weighing_scheme == "ndcg_loss1":
-            return pairs, (gain * inv_d)[:, :, None]
-        gain_gap = (gain[:, :, None] - gain[:, None, :]).abs()
-        if weighing_scheme == "lambdarank":
-            return pairs, gain_gap.mul_((inv_d[:, :, None] - inv_d[:, None, :]).abs())
-        rank_gap = (rank[:, :, None] - rank[:, None, :]).abs().to(s.dtype).clamp_min(1.0)
-        delta = 1.0 / torch.log2(1.0 + rank_gap) - 1.0 / torch.log2(2.0 + rank_gap)
-        if weighing_scheme == "ndcg_loss2":
-            return pairs, delta * gain_gap
-        return pairs, mu * delta * gain_gap + (inv_d[:, :, None] - inv_d[:, None, :]).abs() * gain_gap
+        return pairs, 1.0 if weight is None else weight(s, y, valid)
 
-    total, count = pairwise_sum(
-        lists.scores, select, _logistic(sigma, 1.0 / math.log(2.0)), pair_tensors=10, max_memory=max_memory
-    )
-    return total if reduction == "sum" else mean_of_active(total, count)
+    link = links.Logistic(sigma) * (1.0 / math.log(2.0))
+    total, count = pairwise_sum(lists.scores, select, link, pair_tensors=10)
+    return _reducer(reduction).finish(total, count)
 
 
 def lambdarank_loss(
@@ -281,7 +228,6 @@ def lambdarank_loss(
     k: int | None = None,
     sigma: float = 1.0,
     reduction: str = "sum",
-    max_memory: int | None = None,
 ) -> Tensor:
     """LambdaRank (Burges, Ragno, Le, NeurIPS 2006) as a loss: RankNet pairs weighted by |ΔNDCG_ij|.
 
@@ -298,7 +244,6 @@ def lambdarank_loss(
         k=k,
         sigma=sigma,
         reduction=reduction,
-        max_memory=max_memory,
     )
 
 
@@ -401,13 +346,20 @@ def calibrated_softmax_loss(
     return _list_mean(per_list / total, lists, counted=valid.any(-1))
 
 
+def _blocked_list_sums(fn: Callable[..., Tensor], lists: Lists, pair_tensors: int) -> Tensor:
+    """``Σ_blocks fn(scores, relevance, valid, informative)`` over blocks of lists, each holding ``pair_tensors``
+    ``[b, L, L]`` temporaries, checkpointed (:func:`pairloss.memory.blocked_sum`)."""
+    row_bytes = pair_tensors * max(lists.scores.shape[-1], 1) ** 2 * lists.scores.element_size()
+    tensors = (lists.scores, lists.relevance, lists.valid, lists.informative)
+    return memory.blocked_sum(fn, tensors, row_bytes=row_bytes)
+
+
 def approx_ndcg_loss(
     scores: Tensor,
     relevance: Tensor,
     group_ids: Tensor | None = None,
     *,
     alpha: float = 1.0,
-    max_memory: int | None = None,
 ) -> Tensor:
     """ApproxNDCG (Qin, Liu, Li, Information Retrieval 2010): NDCG with a sigmoid-smoothed rank.
 
@@ -430,9 +382,7 @@ def approx_ndcg_loss(
         per_list = torch.where(informative, 1.0 - ndcg, zero)
         return torch.stack([per_list.sum(), informative.sum().to(s.dtype)])
 
-    sums = chunked_list_sums(
-        chunk, (lists.scores, lists.relevance, lists.valid, lists.informative), pair_tensors=4, max_memory=max_memory
-    )
+    sums = _blocked_list_sums(chunk, lists, pair_tensors=4)
     return mean_of_active(sums[0], sums[1])
 
 
@@ -444,7 +394,6 @@ def neural_ndcg_loss(
     temperature: float = 1.0,
     k: int | None = None,
     sinkhorn_iters: int = 50,
-    max_memory: int | None = None,
 ) -> Tensor:
     """NeuralNDCG (Pobrotyn, Białobrzeski, 2021): NDCG@k under a NeuralSort relaxation of sorting.
 
@@ -489,154 +438,117 @@ def neural_ndcg_loss(
         per_list = torch.where(informative, 1.0 - dcg / idcg, zero)
         return torch.stack([per_list.sum(), informative.sum().to(s.dtype)])
 
-    sums = chunked_list_sums(
-        chunk, (lists.scores, lists.relevance, lists.valid, lists.informative), pair_tensors=6, max_memory=max_memory
-    )
+    sums = _blocked_list_sums(chunk, lists, pair_tensors=6)
     return mean_of_active(sums[0], sums[1])
 
 
 # ---------------------------------------------------------------- modules
 
 
-class _RankingLoss(PairLoss):
-    """A ranking loss module: ``loss(scores, relevance, group_ids=None)`` calls ``function`` with the options."""
+def _ranking(function: Callable[..., Tensor], formula: str, paper: str) -> Callable[[type[PairLoss]], type[PairLoss]]:
+    describe = loss_module(function, formula=formula, paper=paper, family="ranking")
 
-    function: ClassVar[Callable[..., Tensor]]
-    family = "ranking"
-    batch_axes = LIST_BATCH_AXES
+    def decorate(cls: type[PairLoss]) -> type[PairLoss]:
+        cls.batch_axes = LIST_BATCH_AXES
+        return describe(cls)
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__()
-        self.options = options
-
-    def forward(self, scores: Tensor, relevance: Tensor, group_ids: Tensor | None = None) -> Tensor:
-        return type(self).function(scores, relevance, group_ids, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+    return decorate
 
 
-class RankNetLoss(_RankingLoss):
+@_ranking(
+    ranknet_loss,
+    "mean_{y_i>y_j} log(1 + exp(−σ(s_i − s_j)))",
+    "Burges et al. Learning to rank using gradient descent. ICML 2005",
+)
+class RankNetLoss(PairLoss):
     """RankNet / pairwise logistic loss; see :func:`ranknet_loss`."""
 
-    function = staticmethod(ranknet_loss)
-    formula = "mean_{y_i>y_j} log(1 + exp(−σ(s_i − s_j)))"
-    paper = "Burges et al. Learning to rank using gradient descent. ICML 2005"
 
-    def __init__(self, sigma: float = 1.0, reduction: str = "mean", max_memory: int | None = None) -> None:
-        super().__init__(sigma=sigma, reduction=reduction, max_memory=max_memory)
-
-
-class PairwiseHingeLoss(_RankingLoss):
+@_ranking(
+    pairwise_hinge_loss,
+    "mean_{y_i>y_j} max(0, m − (s_i − s_j))",
+    "Joachims. Optimizing search engines using clickthrough data. KDD 2002",
+)
+class PairwiseHingeLoss(PairLoss):
     """Pairwise hinge loss; see :func:`pairwise_hinge_loss`."""
 
-    function = staticmethod(pairwise_hinge_loss)
-    formula = "mean_{y_i>y_j} max(0, m − (s_i − s_j))"
-    paper = "Joachims. Optimizing search engines using clickthrough data. KDD 2002"
 
-    def __init__(self, margin: float = 1.0, reduction: str = "mean", max_memory: int | None = None) -> None:
-        super().__init__(margin=margin, reduction=reduction, max_memory=max_memory)
-
-
-class PairwiseSoftZeroOneLoss(_RankingLoss):
+@_ranking(
+    pairwise_soft_zero_one_loss,
+    "mean_{y_i>y_j} sigmoid(−σ(s_i − s_j))",
+    "Pasumarthi et al. TF-Ranking: scalable TensorFlow library for learning-to-rank. KDD 2019",
+)
+class PairwiseSoftZeroOneLoss(PairLoss):
     """Pairwise soft zero-one loss; see :func:`pairwise_soft_zero_one_loss`."""
 
-    function = staticmethod(pairwise_soft_zero_one_loss)
-    formula = "mean_{y_i>y_j} sigmoid(−σ(s_i − s_j))"
-    paper = "Pasumarthi et al. TF-Ranking: scalable TensorFlow library for learning-to-rank. KDD 2019"
 
-    def __init__(self, sigma: float = 1.0, reduction: str = "mean", max_memory: int | None = None) -> None:
-        super().__init__(sigma=sigma, reduction=reduction, max_memory=max_memory)
-
-
-class LambdaLoss(_RankingLoss):
+@_ranking(
+    lambda_loss,
+    "Σ_{y_i>y_j} w_ij(ranks, gains) · log2(1 + exp(−σ(s_i − s_j)))",
+    "Wang et al. The LambdaLoss framework for ranking metric optimization. CIKM 2018",
+)
+class LambdaLoss(PairLoss):
     """LambdaLoss with a weighting scheme (NDCG-Loss1, -Loss2, -Loss2++, LambdaRank); see :func:`lambda_loss`."""
 
-    function = staticmethod(lambda_loss)
-    formula = "Σ_{y_i>y_j} w_ij(ranks, gains) · log2(1 + exp(−σ(s_i − s_j)))"
-    paper = "Wang et al. The LambdaLoss framework for ranking metric optimization. CIKM 2018"
 
-    def __init__(
-        self,
-        weighing_scheme: str | None = "ndcg_loss2pp",
-        k: int | None = None,
-        sigma: float = 1.0,
-        mu: float = 10.0,
-        reduction: str = "sum",
-        max_memory: int | None = None,
-    ) -> None:
-        super().__init__(
-            weighing_scheme=weighing_scheme, k=k, sigma=sigma, mu=mu, reduction=reduction, max_memory=max_memory
-        )
-
-
-class LambdaRankLoss(_RankingLoss):
+@_ranking(
+    lambdarank_loss,
+    "Σ_{y_i>y_j} |ΔNDCG_ij| · log2(1 + exp(−σ(s_i − s_j)))",
+    "Burges, Ragno, Le. Learning to rank with nonsmooth cost functions. NeurIPS 2006",
+)
+class LambdaRankLoss(PairLoss):
     """LambdaRank: RankNet pairs weighted by |ΔNDCG|; see :func:`lambdarank_loss`."""
 
-    function = staticmethod(lambdarank_loss)
-    formula = "Σ_{y_i>y_j} |ΔNDCG_ij| · log2(1 + exp(−σ(s_i − s_j)))"
-    paper = "Burges, Ragno, Le. Learning to rank with nonsmooth cost functions. NeurIPS 2006"
 
-    def __init__(
-        self, k: int | None = None, sigma: float = 1.0, reduction: str = "sum", max_memory: int | None = None
-    ) -> None:
-        super().__init__(k=k, sigma=sigma, reduction=reduction, max_memory=max_memory)
-
-
-class ListNetLoss(_RankingLoss):
+@_ranking(
+    listnet_loss,
+    "mean_lists −Σ_i softmax(y)_i log softmax(s)_i",
+    "Cao et al. Learning to rank: from pairwise approach to listwise approach. ICML 2007",
+)
+class ListNetLoss(PairLoss):
     """ListNet (top-one); see :func:`listnet_loss`."""
 
-    function = staticmethod(listnet_loss)
-    formula = "mean_lists −Σ_i softmax(y)_i log softmax(s)_i"
-    paper = "Cao et al. Learning to rank: from pairwise approach to listwise approach. ICML 2007"
 
-
-class ListMLELoss(_RankingLoss):
+@_ranking(
+    listmle_loss,
+    "mean_lists Σ_r [log Σ_{t≥r} exp(s_π(t)) − s_π(r)], π sorted by y",
+    "Xia et al. Listwise approach to learning to rank: theory and algorithm. ICML 2008",
+)
+class ListMLELoss(PairLoss):
     """ListMLE; see :func:`listmle_loss`."""
 
-    function = staticmethod(listmle_loss)
-    formula = "mean_lists Σ_r [log Σ_{t≥r} exp(s_π(t)) − s_π(r)], π sorted by y"
-    paper = "Xia et al. Listwise approach to learning to rank: theory and algorithm. ICML 2008"
 
-
-class ListCELoss(_RankingLoss):
+@_ranking(
+    list_ce_loss,
+    "mean_lists −Σ_i (y_i/Σy) log softmax(s)_i",
+    "Bruch et al. An analysis of the softmax cross entropy loss for learning-to-rank. ICTIR 2019",
+)
+class ListCELoss(PairLoss):
     """Softmax cross-entropy (ListCE); see :func:`list_ce_loss`."""
 
-    function = staticmethod(list_ce_loss)
-    formula = "mean_lists −Σ_i (y_i/Σy) log softmax(s)_i"
-    paper = "Bruch et al. An analysis of the softmax cross entropy loss for learning-to-rank. ICTIR 2019"
 
-
-class CalibratedSoftmaxLoss(_RankingLoss):
+@_ranking(
+    calibrated_softmax_loss,
+    "mean_lists −Σ_{i∈{0}∪list} y_i/(y_0+Σy) · log softmax([s_0, s])_i",
+    "Yan et al. Scale calibration of deep ranking models. KDD 2022",
+)
+class CalibratedSoftmaxLoss(PairLoss):
     """Calibrated softmax with a virtual item; see :func:`calibrated_softmax_loss`."""
 
-    function = staticmethod(calibrated_softmax_loss)
-    formula = "mean_lists −Σ_{i∈{0}∪list} y_i/(y_0+Σy) · log softmax([s_0, s])_i"
-    paper = "Yan et al. Scale calibration of deep ranking models. KDD 2022"
 
-    def __init__(self, virtual_label: float = 1.0, anchor: float = 0.0) -> None:
-        super().__init__(virtual_label=virtual_label, anchor=anchor)
-
-
-class ApproxNDCGLoss(_RankingLoss):
+@_ranking(
+    approx_ndcg_loss,
+    "mean_lists 1 − Σ_i G_i / log2(1 + 1 + Σ_{j≠i} sigmoid(−α(s_i − s_j)))",
+    "Qin, Liu, Li. A general approximation framework for direct optimization of IR measures. IRJ 2010",
+)
+class ApproxNDCGLoss(PairLoss):
     """ApproxNDCG; see :func:`approx_ndcg_loss`."""
 
-    function = staticmethod(approx_ndcg_loss)
-    formula = "mean_lists 1 − Σ_i G_i / log2(1 + 1 + Σ_{j≠i} sigmoid(−α(s_i − s_j)))"
-    paper = "Qin, Liu, Li. A general approximation framework for direct optimization of IR measures. IRJ 2010"
 
-    def __init__(self, alpha: float = 1.0, max_memory: int | None = None) -> None:
-        super().__init__(alpha=alpha, max_memory=max_memory)
-
-
-class NeuralNDCGLoss(_RankingLoss):
+@_ranking(
+    neural_ndcg_loss,
+    "mean_lists 1 − Σ_{r≤k} (Sinkhorn(NeuralSort_τ(s)) g)_r / log2(1 + r) / IDCG@k",
+    "Pobrotyn, Białobrzeski. NeuralNDCG: direct optimisation of a ranking metric. arXiv 2102.07831",
+)
+class NeuralNDCGLoss(PairLoss):
     """NeuralNDCG; see :func:`neural_ndcg_loss`."""
-
-    function = staticmethod(neural_ndcg_loss)
-    formula = "mean_lists 1 − Σ_{r≤k} (Sinkhorn(NeuralSort_τ(s)) g)_r / log2(1 + r) / IDCG@k"
-    paper = "Pobrotyn, Białobrzeski. NeuralNDCG: direct optimisation of a ranking metric. arXiv 2102.07831"
-
-    def __init__(
-        self, temperature: float = 1.0, k: int | None = None, sinkhorn_iters: int = 50, max_memory: int | None = None
-    ) -> None:
-        super().__init__(temperature=temperature, k=k, sinkhorn_iters=sinkhorn_iters, max_memory=max_memory)

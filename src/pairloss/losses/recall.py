@@ -3,9 +3,13 @@
 Both losses replace the rank of a positive ``x`` in the ranking of query ``q`` by a smooth count of the
 items scored above it, ``rank(q, x) ≈ 1 + Σ_{z ∈ Ω_q, z ≠ x} σ((s_qz − s_qx) / τ)``. That inner sum is a
 ``positives × N`` tensor per query, so on top of the row-block engine (blocks of queries) the pairs
-``(q, x)`` of a block are also processed in chunks whose ``[chunk, N]`` temporaries fit a memory budget;
-the backward pass recomputes each chunk (:class:`_SigmoidRankSums`), so memory stays
-``O(block · N + chunk · N)`` whatever the batch size.
+``(q, x)`` of a block are also processed in chunks whose ``[chunk, N]`` temporaries fit the memory budget
+(:mod:`pairloss.memory`); the backward pass recomputes each chunk (:class:`_SigmoidRankSums`: the loss is a
+nonlinear function of each rank sum, so the slopes of the sigmoids cannot be summed in the forward pass), and
+memory stays ``O(block · N + chunk · N)`` whatever the batch size. For the same reason they are not built by
+:func:`pairloss.pair_loss`, whose losses are sums of per-pair link values; the sigmoid is the public
+:class:`pairloss.links.SigmoidRank`. The per-query losses are reduced by a reducer
+of :mod:`pairloss.reducers` (the mean over the queries with a positive by default).
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from pairloss import memory
 from pairloss._validation import check_positive
-from pairloss.engine import DEFAULT_MEMORY_BUDGET, PairBlock, row_block_sums
-from pairloss.losses.base import FunctionalEmbeddingLoss, check_pair_inputs, mean_of_active
+from pairloss.engine import PairBlock, row_block_sums
+from pairloss.losses.base import EmbeddingLoss, check_pair_inputs, loss_module
+from pairloss.pairs import reject_positional_reference
+from pairloss.reducers import MeanReducer, Reducer, get_reducer
 from pairloss.similarity import DotProductSimilarity
 
 __all__ = [
@@ -32,26 +39,31 @@ __all__ = [
     "smooth_ap_loss",
 ]
 
+IndicesTuple = tuple[Tensor, ...]
+
 #: RS@k within this of its maximum, 1, has (numerically) no gradient left: a warning says so.
 _SATURATED = 1e-6
 
 #: How many ``[chunk, N]`` temporaries one chunk of (query, positive) pairs holds at once.
 _CHUNK_COPIES = 3
-#: Bytes of one chunk's temporaries at most: small chunks stay in the CPU caches.
-_CHUNK_BUDGET = 16 * 2**20
+#: Largest temporary of one chunk (a speed setting below the memory budget: small chunks stay in the CPU caches).
+_CHUNK_TEMPORARY = 16 * 2**20 // _CHUNK_COPIES
 
 
-def _chunk_size(n_columns: int, element_size: int, budget: int) -> int:
-    return max(1, min(budget, _CHUNK_BUDGET) // max(1, n_columns * element_size * _CHUNK_COPIES))
+def _chunk_size(n_pairs: int, n_columns: int, element_size: int) -> int:
+    return memory.rows_per_block(n_pairs, n_columns * element_size, _CHUNK_COPIES, max_temporary=_CHUNK_TEMPORARY)
 
 
 def _sigmoid_rows(sim: Tensor, r: Tensor, c: Tensor, tau: float) -> Tensor:
-    """``σ((S[r_j, z] − S[r_j, c_j]) / τ)`` for a chunk of pairs, ``[chunk, M]``, computed in place."""
+    """``σ((S[r_j, z] − S[r_j, c_j]) / τ)`` for a chunk of pairs, ``[chunk, M]``: the :class:`SigmoidRank` link
+    ``σ(−m/τ)`` on the margins ``m = S[r_j, c_j] − S[r_j, z]`` (how far item z is below the positive), computed in
+    place on one gathered copy."""
     return sim[r].sub_(sim[r, c][:, None]).div_(tau).sigmoid_()
 
 
 class _SigmoidRankSums(torch.autograd.Function):
-    """Smooth counts of the items above each pair ``j = (r_j, c_j)`` (query ``r_j``, positive ``c_j``).
+    """Smooth counts of the items above each pair ``j = (r_j, c_j)`` (query ``r_j``, positive ``c_j``): sums of
+    the :class:`pairloss.links.SigmoidRank` link, whose derivative ``σ(1 − σ)/τ`` gives the backward.
 
     ``out[0, j] = Σ_{z ≠ self_j} σ((S[r_j, z] − S[r_j, c_j]) / τ)``, where ``self_j`` is the query's own
     column (``self_columns[r_j]``; nothing is left out when ``self_columns`` is ``None``), and, when ``positive``
@@ -191,17 +203,26 @@ def _with_simix(
     return torch.cat([normalised, virtual]), torch.cat([labels, virtual_labels]), reference
 
 
-def _mean_over_queries(
-    row: Callable[[PairBlock], Tensor],
+def _reduced_over_queries(
+    per_query: Callable[[PairBlock], tuple[Tensor, Tensor] | None],
+    reducer: Reducer,
     query: Tensor,
     query_labels: Tensor,
     reference: Tensor | None,
     ref_labels: Tensor | None,
     block_size: int | None,
-    memory_budget: int,
 ) -> Tensor:
-    """Run ``row`` (returning ``[Σ per-query loss, #queries with a positive]``) on the engine; the mean loss."""
-    check_positive(memory_budget, "memory_budget")
+    """Run ``per_query`` (each block's per-query losses and the queries that have a positive, ``None`` for a block
+    without positives) on the engine and reduce the losses of the queries with a positive."""
+
+    def row(block: PairBlock) -> Tensor:
+        result = per_query(block)
+        if result is None:
+            return _no_positive(block.sim)
+        losses, has = result
+        kept = has & reducer.keep(losses) if reducer.filters else has
+        return torch.stack([torch.where(kept, losses, 0).sum(), kept.sum().to(losses.dtype)])
+
     sums = row_block_sums(
         row,
         query,
@@ -210,15 +231,21 @@ def _mean_over_queries(
         ref_labels,
         similarity=DotProductSimilarity(),
         block_size=block_size,
-        memory_budget=memory_budget,
         working_copies=4,
     )
-    return mean_of_active(sums[0], sums[1])
+    return reducer.finish(sums[0], sums[1])
+
+
+def _no_mined_pairs(name: str, indices_tuple: IndicesTuple | None) -> None:
+    reject_positional_reference(indices_tuple)
+    if indices_tuple is not None:
+        raise ValueError(f"{name} ranks each positive among all references; it does not take an indices_tuple")
 
 
 def recall_at_k_surrogate_loss(
     embeddings: Tensor,
     labels: Tensor,
+    indices_tuple: IndicesTuple | None = None,
     ref_emb: Tensor | None = None,
     ref_labels: Tensor | None = None,
     *,
@@ -228,8 +255,8 @@ def recall_at_k_surrogate_loss(
     code_variant: bool = False,
     use_simix: bool = False,
     simix_max_pairs_per_class: int | None = None,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> Tensor:
     """Recall@k surrogate loss, RS@k (Patel, Tolias, Matas, "Recall@k Surrogate Loss with Large Batches and
     Similarity Mixup", CVPR 2022).
@@ -255,11 +282,12 @@ def recall_at_k_surrogate_loss(
         code_variant: use the authors' code's definition (see above).
         use_simix: add SiMix virtual samples (:func:`simix`) to the batch before computing the loss.
         simix_max_pairs_per_class: cap on mixed pairs per class (all same-class pairs when ``None``).
+        reducer: how the per-query losses are reduced (:mod:`pairloss.reducers`).
         block_size: queries per engine block (automatic when ``None``).
-        memory_budget: bytes that one block's and one chunk's temporaries may take.
 
     Cost ``O(N · |P| · N)`` time, ``O(block · N + chunk · N)`` memory.
     """
+    _no_mined_pairs("recall_at_k_surrogate_loss", indices_tuple)
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     ks = [int(v) for v in k]
     if not ks or min(ks) < 1:
@@ -268,13 +296,13 @@ def recall_at_k_surrogate_loss(
     _check_temperature(tau2, "tau2")
     query, query_labels, reference = _with_simix(embeddings, labels, ref_emb, use_simix, simix_max_pairs_per_class)
 
-    def row(block: PairBlock) -> Tensor:
+    def per_query(block: PairBlock) -> tuple[Tensor, Tensor] | None:
         sim = block.sim
         rows, cols = torch.nonzero(block.positive, as_tuple=True)
         if rows.numel() == 0:
-            return _no_positive(sim)
+            return None
         self_columns = None if code_variant else _self_columns(block)
-        chunk = _chunk_size(sim.shape[1], sim.element_size(), memory_budget)
+        chunk = _chunk_size(rows.numel(), sim.shape[1], sim.element_size())
         above = _SigmoidRankSums.apply(sim, rows, cols, self_columns, None, tau2, chunk)[0]
         rank = 0.5 + above  # 1 + Σ_{z ≠ x}: the term z = x is σ(0) = 1/2 and has zero gradient
         cutoffs = torch.tensor(ks, dtype=sim.dtype, device=sim.device)
@@ -285,11 +313,11 @@ def recall_at_k_surrogate_loss(
         n_pos = block.positive.sum(1).to(sim.dtype)
         has = n_pos > 0
         denominator = torch.minimum(cutoffs[None, :], n_pos[:, None]).clamp_min(1)
-        per_query = (1 - numerator / denominator).mean(1)
-        return torch.stack([torch.where(has, per_query, 0).sum(), has.sum().to(sim.dtype)])
+        return (1 - numerator / denominator).mean(1), has
 
-    loss = _mean_over_queries(row, query, query_labels, reference, ref_labels, block_size, memory_budget)
-    if bool(loss.detach() >= 1 - _SATURATED):
+    chosen = get_reducer(reducer, MeanReducer)
+    loss = _reduced_over_queries(per_query, chosen, query, query_labels, reference, ref_labels, block_size)
+    if isinstance(chosen, MeanReducer) and bool(loss.detach() >= 1 - _SATURATED):
         warnings.warn(
             f"RS@k is saturated (loss {float(loss.detach()):.6f}): every positive's smooth rank is so far above "
             f"max(k) = {max(ks)} that σ((k − rank)/tau1) vanishes, and so does the gradient. Typical of an untrained "
@@ -304,14 +332,15 @@ def recall_at_k_surrogate_loss(
 def smooth_ap_loss(
     embeddings: Tensor,
     labels: Tensor,
+    indices_tuple: IndicesTuple | None = None,
     ref_emb: Tensor | None = None,
     ref_labels: Tensor | None = None,
     *,
     tau: float = 0.01,
     use_simix: bool = False,
     simix_max_pairs_per_class: int | None = None,
+    reducer: Reducer | str = MeanReducer(),
     block_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> Tensor:
     """Smooth-AP (Brown, Xie, Kalogeiton, Zisserman, "Smooth-AP: Smoothing the Path Towards Large-Scale Image
     Retrieval", ECCV 2020).
@@ -324,94 +353,47 @@ def smooth_ap_loss(
 
     ``τ = 0.01`` is the paper's default. A query without positive contributes nothing.
     """
+    _no_mined_pairs("smooth_ap_loss", indices_tuple)
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     _check_temperature(tau, "tau")
     query, query_labels, reference = _with_simix(embeddings, labels, ref_emb, use_simix, simix_max_pairs_per_class)
 
-    def row(block: PairBlock) -> Tensor:
+    def per_query(block: PairBlock) -> tuple[Tensor, Tensor] | None:
         sim = block.sim
         rows, cols = torch.nonzero(block.positive, as_tuple=True)
         if rows.numel() == 0:
-            return _no_positive(sim)
-        chunk = _chunk_size(sim.shape[1], sim.element_size(), memory_budget)
+            return None
+        chunk = _chunk_size(rows.numel(), sim.shape[1], sim.element_size())
         above_all, above_pos = _SigmoidRankSums.apply(sim, rows, cols, _self_columns(block), block.positive, tau, chunk)
         ratio = (0.5 + above_pos) / (0.5 + above_all)  # both sums include z = x, whose σ(0) = 1/2
         n_pos = block.positive.sum(1).to(sim.dtype)
         has = n_pos > 0
         ap = sim.new_zeros(sim.shape[0]).index_put_((rows,), ratio, accumulate=True) / n_pos.clamp_min(1)
-        return torch.stack([torch.where(has, 1 - ap, 0).sum(), has.sum().to(sim.dtype)])
+        return 1 - ap, has
 
-    return _mean_over_queries(row, query, query_labels, reference, ref_labels, block_size, memory_budget)
+    chosen = get_reducer(reducer, MeanReducer)
+    return _reduced_over_queries(per_query, chosen, query, query_labels, reference, ref_labels, block_size)
 
 
-class RecallAtKSurrogateLoss(FunctionalEmbeddingLoss):
+@loss_module(
+    recall_at_k_surrogate_loss,
+    formula="mean_{q,k} 1 − Σ_{x∈P_q} σ((k − 1 − Σ_{z≠x} σ((s_qz − s_qx)/τ2))/τ1) / min(k, |P_q|)",
+    paper="Patel, Tolias, Matas. Recall@k Surrogate Loss with Large Batches and Similarity Mixup. CVPR 2022",
+    family="recall",
+)
+class RecallAtKSurrogateLoss(EmbeddingLoss):
     """Recall@k surrogate (RS@k): one minus a smooth Recall@k averaged over ``k ∈ K``, optionally with SiMix.
 
     See :func:`recall_at_k_surrogate_loss` for the formula, the code variant and the arguments.
     """
 
-    formula = "mean_{q,k} 1 − Σ_{x∈P_q} σ((k − 1 − Σ_{z≠x} σ((s_qz − s_qx)/τ2))/τ1) / min(k, |P_q|)"
-    paper = "Patel, Tolias, Matas. Recall@k Surrogate Loss with Large Batches and Similarity Mixup. CVPR 2022"
-    family = "recall"
 
-    def __init__(
-        self,
-        k: Sequence[int] = (1, 2, 4, 8, 16),
-        tau1: float = 1.0,
-        tau2: float = 0.01,
-        code_variant: bool = False,
-        use_simix: bool = False,
-        simix_max_pairs_per_class: int | None = None,
-        block_size: int | None = None,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    ) -> None:
-        super().__init__()
-        self.k = tuple(int(v) for v in k)
-        self.tau1 = tau1
-        self.tau2 = tau2
-        self.code_variant = code_variant
-        self.use_simix = use_simix
-        self.simix_max_pairs_per_class = simix_max_pairs_per_class
-        self.block_size = block_size
-        self.memory_budget = memory_budget
-
-    loss_function = staticmethod(recall_at_k_surrogate_loss)
-    options = (
-        "k",
-        "tau1",
-        "tau2",
-        "code_variant",
-        "use_simix",
-        "simix_max_pairs_per_class",
-        "block_size",
-        "memory_budget",
-    )
-
-
-class SmoothAPLoss(FunctionalEmbeddingLoss):
+@loss_module(
+    smooth_ap_loss,
+    formula="mean_q 1 − (1/|P_q|) Σ_{x∈P_q} (1 + Σ_{z∈P_q,z≠x} σ(Δ/τ)) / (1 + Σ_{z∈Ω_q,z≠x} σ(Δ/τ))",
+    paper="Brown, Xie, Kalogeiton, Zisserman. Smooth-AP: Smoothing the Path Towards Large-Scale Image Retrieval. "
+    "ECCV 2020",
+    family="recall",
+)
+class SmoothAPLoss(EmbeddingLoss):
     """Smooth-AP: one minus a smooth average precision with sigmoid ranks. See :func:`smooth_ap_loss`."""
-
-    formula = "mean_q 1 − (1/|P_q|) Σ_{x∈P_q} (1 + Σ_{z∈P_q,z≠x} σ(Δ/τ)) / (1 + Σ_{z∈Ω_q,z≠x} σ(Δ/τ))"
-    paper = (
-        "Brown, Xie, Kalogeiton, Zisserman. Smooth-AP: Smoothing the Path Towards Large-Scale "
-        "Image Retrieval. ECCV 2020"
-    )
-    family = "recall"
-
-    def __init__(
-        self,
-        tau: float = 0.01,
-        use_simix: bool = False,
-        simix_max_pairs_per_class: int | None = None,
-        block_size: int | None = None,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    ) -> None:
-        super().__init__()
-        self.tau = tau
-        self.use_simix = use_simix
-        self.simix_max_pairs_per_class = simix_max_pairs_per_class
-        self.block_size = block_size
-        self.memory_budget = memory_budget
-
-    loss_function = staticmethod(smooth_ap_loss)
-    options = ("tau", "use_simix", "simix_max_pairs_per_class", "block_size", "memory_budget")

@@ -9,12 +9,15 @@ cross lists; padded items get zero gradient. A batch without any usable pair giv
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_positive
-from pairloss.losses._lists import LIST_BATCH_AXES, prepare_lists
-from pairloss.losses.base import PairLoss
+from pairloss.links import Logistic
+from pairloss.losses._lists import LIST_BATCH_AXES, list_pair_loss, pairwise_sum, prepare_lists
+from pairloss.losses.base import PairLoss, loss_module
+from pairloss.pairs import RelevancePairs
+from pairloss.reducers import MeanReducer
+from pairloss.weights import TopN, Uniform, top_n_membership
 
 __all__ = [
     "AWTRLoss",
@@ -25,32 +28,6 @@ __all__ = [
     "top_n_membership",
     "warp_loss",
 ]
-
-
-def _ordered_pairs(relevance: Tensor, valid: Tensor) -> Tensor:
-    """``[B, L, L]`` bool: both items are real and item ``i`` is strictly more relevant than item ``j``."""
-    both = valid[:, :, None] & valid[:, None, :]
-    return both & (relevance[:, :, None] > relevance[:, None, :])
-
-
-def top_n_membership(scores: Tensor, relevance: Tensor, valid: Tensor, top_n: int) -> Tensor:
-    """``[B, L]`` bool: the item is in the current top-N by score or in the true top-N by relevance.
-
-    The predicted top-N is the ``top_n`` highest (detached) scores among the real items of each list; the true
-    top-N is every real item whose relevance is at least the ``top_n``-th largest relevance of its list (ties are
-    all in). Lists shorter than ``top_n`` have all their items in.
-    """
-    neg_inf = torch.finfo(scores.dtype).min
-    k = min(top_n, scores.shape[1])
-    member = torch.zeros_like(valid)
-    if k == 0:
-        return member
-    masked = torch.where(valid, scores.detach(), torch.full_like(scores, neg_inf))
-    predicted = member.scatter(1, masked.topk(k, dim=1).indices, True) & valid
-    masked_rel = torch.where(valid, relevance, torch.full_like(relevance, neg_inf))
-    kth = masked_rel.topk(k, dim=1).values[:, -1:]
-    true = valid & (relevance >= kth)
-    return predicted | true
 
 
 def awtr_loss(
@@ -80,7 +57,9 @@ def awtr_loss(
     top-N candidates of each donor's list, trading overall accuracy for top-N accuracy. Library's choice (only the
     abstract could be read here): the pairwise logistic link, the membership rule (current or true top-N), the
     weight ``α + (1 − α)·max(m_i, m_j)``, recomputing the weights at every call, and the normalisation by the
-    weight sum. This is therefore a variant of AWTR, not the paper's formula.
+    weight sum. This is therefore a variant of AWTR, not the paper's formula. Built from
+    :class:`pairloss.weights.TopN` and :class:`pairloss.links.Logistic` on the list-pair evaluator (blocks of lists
+    under the memory budget, gradient from the link's derivative).
 
     Args:
         scores: ``[B, L]`` model scores, larger = ranked higher.
@@ -89,20 +68,17 @@ def awtr_loss(
         alpha: weight of the pairs away from the top-N, in ``[0, 1]``.
         sigma: slope of the logistic link.
     """
-    if top_n < 1:
-        raise ValueError(f"top_n must be >= 1, got {top_n}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    weight = TopN(top_n, alpha)
     check_positive(sigma, "sigma")
     lists = prepare_lists(scores, relevance)
-    scores, relevance, valid = lists.scores, lists.relevance, lists.valid
-    pairs = _ordered_pairs(relevance, valid)
-    member = top_n_membership(scores, relevance, valid, top_n)
-    touches = member[:, :, None] | member[:, None, :]
-    weight = torch.where(pairs, alpha + (1.0 - alpha) * touches.to(scores.dtype), 0.0)
-    link = F.softplus(-sigma * (scores[:, :, None] - scores[:, None, :]))
-    total = weight.sum()
-    return (weight * link).sum() / total.clamp_min(torch.finfo(scores.dtype).tiny)
+    ordered = RelevancePairs()
+
+    def select(s: Tensor, part: slice) -> tuple[Tensor, Tensor]:
+        y, valid = lists.relevance[part], lists.valid[part]
+        return ordered.mask(y, valid), weight(s, y, valid)
+
+    total, weights = pairwise_sum(lists.scores, select, Logistic(sigma), weighted_count=True, pair_tensors=10)
+    return total / weights.clamp_min(torch.finfo(lists.scores.dtype).tiny)
 
 
 def bpr_loss(scores: Tensor, relevance: Tensor, *, threshold: float = 0.0) -> Tensor:
@@ -114,16 +90,11 @@ def bpr_loss(scores: Tensor, relevance: Tensor, *, threshold: float = 0.0) -> Te
         L = mean_(i,j) −log σ(s_i − s_j)
 
     BPR-Opt samples the triples stochastically; this is the exact mean that the sampling estimates (the L2 prior
-    of BPR-Opt is left to the optimiser's weight decay).
+    of BPR-Opt is left to the optimiser's weight decay). Built from :class:`pairloss.pairs.RelevancePairs` with a
+    threshold and the :class:`pairloss.links.Logistic` link.
     """
     lists = prepare_lists(scores, relevance)
-    scores, relevance, valid = lists.scores, lists.relevance, lists.valid
-    positive = valid & (relevance > threshold)
-    negative = valid & ~(relevance > threshold)
-    pairs = positive[:, :, None] & negative[:, None, :]
-    link = F.softplus(-(scores[:, :, None] - scores[:, None, :]))
-    count = pairs.sum().to(scores.dtype)
-    return torch.where(pairs, link, torch.zeros_like(link)).sum() / count.clamp_min(1)
+    return list_pair_loss(lists, RelevancePairs(threshold), Logistic(), Uniform(), MeanReducer())
 
 
 def warp_loss(scores: Tensor, relevance: Tensor, *, threshold: float = 0.0, margin: float = 1.0) -> Tensor:
@@ -155,52 +126,37 @@ def warp_loss(scores: Tensor, relevance: Tensor, *, threshold: float = 0.0, marg
     return per_item.sum() / anchors.clamp_min(1)
 
 
+@loss_module(
+    awtr_loss,
+    formula="Σ w_ij log(1+e^{−σ(s_i−s_j)}) / Σ w_ij,  w_ij = α + (1−α)·[i or j in current/true top-N]",
+    paper="Shojaee, Chen, Jin. Adaptively weighted top-N recommendation for organ matching (AWTR)",
+    family="topn",
+)
 class AWTRLoss(PairLoss):
     """Adaptively weighted top-N pairwise loss; see :func:`awtr_loss`. Call as ``loss(scores, relevance)``."""
 
-    formula = "Σ w_ij log(1+e^{−σ(s_i−s_j)}) / Σ w_ij,  w_ij = α + (1−α)·[i or j in current/true top-N]"
-    paper = "Shojaee, Chen, Jin. Adaptively weighted top-N recommendation for organ matching (AWTR)"
-    family = "topn"
     batch_axes = LIST_BATCH_AXES
 
-    def __init__(self, top_n: int = 10, alpha: float = 0.3, sigma: float = 1.0) -> None:
-        super().__init__()
-        self.top_n = top_n
-        self.alpha = alpha
-        self.sigma = sigma
 
-    def forward(self, scores: Tensor, relevance: Tensor) -> Tensor:
-        return awtr_loss(scores, relevance, top_n=self.top_n, alpha=self.alpha, sigma=self.sigma)
-
-
+@loss_module(
+    bpr_loss,
+    formula="mean_{rel_i>t≥rel_j} −log σ(s_i − s_j)",
+    paper="Rendle et al. BPR: Bayesian personalized ranking from implicit feedback. UAI 2009",
+    family="topn",
+)
 class BPRLoss(PairLoss):
     """Bayesian personalised ranking; see :func:`bpr_loss`. Call as ``loss(scores, relevance)``."""
 
-    formula = "mean_{rel_i>t≥rel_j} −log σ(s_i − s_j)"
-    paper = "Rendle et al. BPR: Bayesian personalized ranking from implicit feedback. UAI 2009"
-    family = "topn"
     batch_axes = LIST_BATCH_AXES
 
-    def __init__(self, threshold: float = 0.0) -> None:
-        super().__init__()
-        self.threshold = threshold
 
-    def forward(self, scores: Tensor, relevance: Tensor) -> Tensor:
-        return bpr_loss(scores, relevance, threshold=self.threshold)
-
-
+@loss_module(
+    warp_loss,
+    formula="mean_i Φ(r_i)/r_i Σ_{j∈V_i} (m − s_i + s_j),  Φ(r) = Σ_{k≤r} 1/k",
+    paper="Weston, Bengio, Usunier. WSABIE: scaling up to large vocabulary image annotation. IJCAI 2011",
+    family="topn",
+)
 class WARPLoss(PairLoss):
     """Weighted approximate-rank pairwise loss with exact ranks; see :func:`warp_loss`."""
 
-    formula = "mean_i Φ(r_i)/r_i Σ_{j∈V_i} (m − s_i + s_j),  Φ(r) = Σ_{k≤r} 1/k"
-    paper = "Weston, Bengio, Usunier. WSABIE: scaling up to large vocabulary image annotation. IJCAI 2011"
-    family = "topn"
     batch_axes = LIST_BATCH_AXES
-
-    def __init__(self, threshold: float = 0.0, margin: float = 1.0) -> None:
-        super().__init__()
-        self.threshold = threshold
-        self.margin = margin
-
-    def forward(self, scores: Tensor, relevance: Tensor) -> Tensor:
-        return warp_loss(scores, relevance, threshold=self.threshold, margin=self.margin)

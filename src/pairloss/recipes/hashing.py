@@ -198,22 +198,26 @@ def prepare(ctx: PrepareContext) -> Splits:
 
 
 def _loss_function(settings: Mapping[str, Any], bits: int) -> Callable[..., Tensor]:
+    """``loss(codes, labels, ref_emb=None, ref_labels=None)`` of the method, its knobs set (margins per bit)."""
     kind = settings["loss"]
+    function: Callable[..., Tensor]
     if kind == "ash":
-        return lambda u, y, ref=None, ref_y=None: ash_loss(
-            u, y, ref, ref_y, margin=settings["margin"] * bits, quantization_weight=settings["quantization"]
-        )
-    if kind == "dpsh":
-        return lambda u, y, ref=None, ref_y=None: dpsh_loss(
-            u, y, ref, ref_y, quantization_weight=settings["quantization"]
-        )
-    if kind == "hashnet":
-        return lambda u, y, ref=None, ref_y=None: hashnet_loss(u, y, ref, ref_y, alpha=settings["alpha_bits"] / bits)
-    if kind == "dsh":
-        return lambda u, y, ref=None, ref_y=None: dsh_loss(
-            u, y, ref, ref_y, margin=settings["margin"] * bits, regularization=settings["regularization"]
-        )
-    raise ValueError(f"unknown loss {kind!r}")
+        function = ash_loss
+        knobs = {"margin": settings["margin"] * bits, "quantization_weight": settings["quantization"]}
+    elif kind == "dpsh":
+        function, knobs = dpsh_loss, {"quantization_weight": settings["quantization"]}
+    elif kind == "hashnet":
+        function, knobs = hashnet_loss, {"alpha": settings["alpha_bits"] / bits}
+    elif kind == "dsh":
+        function = dsh_loss
+        knobs = {"margin": settings["margin"] * bits, "regularization": settings["regularization"]}
+    else:
+        raise ValueError(f"unknown loss {kind!r}")
+
+    def loss(codes: Tensor, labels: Tensor, ref_emb: Tensor | None = None, ref_labels: Tensor | None = None) -> Tensor:
+        return function(codes, labels, ref_emb=ref_emb, ref_labels=ref_labels, **knobs)
+
+    return loss
 
 
 @torch.no_grad()

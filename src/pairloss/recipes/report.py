@@ -136,8 +136,9 @@ def run_line(payload: Mapping[str, Any]) -> str:
     machine = f"{env.get('cpu_count', '?')} CPU cores, {env.get('torch_threads', '?')} torch thread(s)"
     if env.get("cuda"):
         machine += f", {env['cuda']}"
+    tuning = "no method tuned" if payload.get("tuning") == {} else f"{trials} tuning trials per tuned method"
     return (
-        f"Mode **{payload['mode']}**, {seeds} seeds, {trials} tuning trials per tuned method, wall time "
+        f"Mode **{payload['mode']}**, {seeds} seeds, {tuning}, wall time "
         f"{format_duration(float(payload.get('wall_seconds', 0.0)))} ({machine}; torch {env.get('torch', '?')})."
     )
 
@@ -150,11 +151,22 @@ def verdict_counts(verdicts: Sequence[Mapping[str, Any]]) -> str:
 
 def results_markdown(payload: Mapping[str, Any]) -> str:
     """The run line, the metrics table, the verdicts and the tuning of a results payload (``table.md``)."""
+    if not payload.get("tuning"):
+        tuned, tuning = "no method tuned", "Tuning: none; no method has a setting searched on the validation split.\n"
+    else:
+        tuned = f"tuned on the {payload.get('objective', 'validation split')}"
+        tuning = "\n".join(
+            [
+                "Tuning: the same number of trials for every tuned method (seeded Optuna TPE on the validation split).",
+                "",
+                tuning_table(payload["tuning"], str(payload.get("objective", "validation score"))),
+            ]
+        )
     return "\n".join(
         [
             run_line(payload),
             "",
-            f"Test metrics, mean ± std over seeds; tuned on the {payload.get('objective', 'validation split')}.",
+            f"Test metrics, mean ± std over seeds; {tuned}.",
             "",
             metrics_table(payload["summary"]),
             "Verdicts: the mean paired difference over seeds (treatment − control; positive favours the claim), its",
@@ -162,9 +174,7 @@ def results_markdown(payload: Mapping[str, Any]) -> str:
             "(contains zero).",
             "",
             verdict_table(payload["verdicts"]),
-            "Tuning: the same number of trials for every tuned method (seeded Optuna TPE on the validation split).",
-            "",
-            tuning_table(payload["tuning"], str(payload.get("objective", "validation score"))),
+            tuning,
         ]
     )
 

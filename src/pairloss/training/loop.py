@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.data.samplers import MPerClassBatchSampler
 from pairloss.training.reporting import Reporter
 
 __all__ = [
@@ -95,8 +95,8 @@ class ClassBalancedBatches:
         self._epoch = -1
         self._cached: list[Tensor] = []
 
-    def _sampler(self, epoch: int) -> MPerClassSampler:
-        return MPerClassSampler(self.labels, self.m_per_class, self.batch_size, seed=self.seed * 1_000_003 + epoch)
+    def _sampler(self, epoch: int) -> MPerClassBatchSampler:
+        return MPerClassBatchSampler(self.labels, self.m_per_class, self.batch_size, seed=self.seed * 1_000_003 + epoch)
 
     def __call__(self, step: int) -> Tensor:
         if step < 0:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from pairloss.data.samplers import MPerClassSampler
+from pairloss.data.samplers import MPerClassBatchSampler
 from pairloss.training.distributed import all_gather_with_grad
 
 __all__ = ["Batch", "RunContext", "Task", "build_loss", "build_task", "global_batches"]
@@ -105,11 +105,12 @@ def build_loss(section: Any, **available: Any) -> nn.Module:
 
 
 def global_batches(labels: Tensor, batch_size: int, m_per_class: int, seed: int) -> list[Tensor]:
-    """The global batches of one epoch: class-balanced (``m_per_class`` per class, :class:`MPerClassSampler`) or, for
+    """The global batches of one epoch: class-balanced (``m_per_class`` per class,
+    :class:`~pairloss.data.MPerClassBatchSampler`) or, for
     ``m_per_class = 0``, a seeded permutation cut into full batches (one batch of everything when there are fewer
     samples than ``batch_size``)."""
     if m_per_class > 0:
-        return list(MPerClassSampler(labels, m_per_class, batch_size, seed=seed))
+        return list(MPerClassBatchSampler(labels, m_per_class, batch_size, seed=seed))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     if len(order) <= batch_size:
         return [order]
