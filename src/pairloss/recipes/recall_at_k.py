@@ -29,7 +29,6 @@ catalog: about 100 fonts of 16 families from the ``glyphs`` extra's font packs):
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from pairloss.recipes.protocol import (
     RunContext,
     RunResult,
     Splits,
+    cache_key,
 )
 from pairloss.recipes.tuning import Float, Param
 from pairloss.training.large_batch import large_batch_step
@@ -157,11 +157,6 @@ class _Fit(_Images):
     pretrained: Path
 
 
-def _key(config: dict[str, Any], keys: tuple[str, ...]) -> str:
-    text = json.dumps({k: config[k] for k in keys}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 _DATA_KEYS = (
     "train_classes",
     "validation_classes",
@@ -178,7 +173,7 @@ _PRETRAIN_KEYS = (*_DATA_KEYS, "embedding_size", "pretrain_updates", "pretrain_b
 
 def _render(config: dict[str, Any], cache: Path) -> dict[str, np.ndarray]:
     """Render (or load) the fit, validation, test and pretraining images."""
-    path = cache / f"glyphs-{_key(config, _DATA_KEYS)}.npz"
+    path = cache / f"glyphs-{cache_key(config, _DATA_KEYS)}.npz"
     if path.exists():
         with np.load(path) as saved:
             return dict(saved)
@@ -242,7 +237,7 @@ def prepare(ctx: PrepareContext) -> Splits:
     config = dict(ctx.config)
     arrays = _render(config, ctx.cache_dir)
     tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    pretrained = ctx.cache_dir / f"pretrained-backbone-{_key(config, _PRETRAIN_KEYS)}.pt"
+    pretrained = ctx.cache_dir / f"pretrained-backbone-{cache_key(config, _PRETRAIN_KEYS)}.pt"
     if not pretrained.exists():
         _pretrain(tensors["pretrain_x"], tensors["pretrain_y"], config, pretrained, ctx.reporter)
     fonts = glyph_fonts("extended")
