@@ -42,8 +42,8 @@ from torch import Tensor, nn
 from pairloss.data.glyphs import LabelledImages, font_family, glyph_fonts, glyph_retrieval_splits
 from pairloss.losses.crossentropy import CrossEntropyLoss
 from pairloss.losses.metric import ContrastiveLoss, MultiSimilarityLoss, TripletMarginLoss
-from pairloss.metrics.retrieval import retrieval
 from pairloss.models.cnn import GlyphCNN
+from pairloss.recipes.base import RETRIEVAL_METRICS, retrieval_scores
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -57,11 +57,9 @@ from pairloss.recipes.protocol import (
 )
 from pairloss.recipes.tuning import Choice, Float, Param
 from pairloss.training.loop import ClassBalancedBatches, FitConfig, ShuffledBatches, fit, optimizer_step
-from pairloss.training.trainer import embed
 
 __all__ = ["CLAIMS", "METHODS", "RECIPE", "SPACES", "GlyphEmbedder", "boudiaf_label_smoothing", "warm_cosine"]
 
-RETRIEVAL_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 BOUND_METRICS = ("bound violations", "CE ≥ PCE (share of checks)", "bound checks")
 _EVAL_CHUNK = 512
 
@@ -269,9 +267,7 @@ def prepare(ctx: PrepareContext) -> Splits:
 
 
 def _scores(model: nn.Module | None, images: LabelledImages) -> dict[str, float]:
-    features = images.x.flatten(1) if model is None else embed(model, images.x, batch_size=_EVAL_CHUNK)
-    scores = retrieval(features, images.y, k=(1, 2, 4, 8))
-    return {name: float(scores[name]) for name in RETRIEVAL_METRICS}
+    return retrieval_scores(model, images.x, images.y, batch_size=_EVAL_CHUNK)
 
 
 def run(ctx: RunContext) -> RunResult:

@@ -41,8 +41,8 @@ from pairloss.data.glyphs import font_family, glyph_fonts, glyph_pools, render_g
 from pairloss.losses.metric import ContrastiveLoss, MultiSimilarityLoss
 from pairloss.losses.proxy import NormalizedSoftmaxLoss
 from pairloss.losses.recall import RecallAtKSurrogateLoss
-from pairloss.metrics.retrieval import retrieval
 from pairloss.models.backbones import build_backbone
+from pairloss.recipes.base import retrieval_scores
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -58,11 +58,9 @@ from pairloss.recipes.tuning import Float, Param
 from pairloss.training.large_batch import large_batch_step
 from pairloss.training.loop import ClassBalancedBatches, FitConfig, fit, optimizer_step
 from pairloss.training.reporting import Reporter
-from pairloss.training.trainer import embed
 
 __all__ = ["CLAIMS", "METHODS", "RECIPE", "SPACES"]
 
-METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 _EVAL_CHUNK = 256
 
 #: The search space of each loss (learning rate and the loss's own knobs); every loss gets the same trials.
@@ -272,9 +270,7 @@ def _loss(settings: dict[str, Any], n_classes: int, config: dict[str, Any]) -> n
 
 
 def _scores(model: nn.Module | None, images: _Images) -> dict[str, float]:
-    features = images.x.flatten(1) if model is None else embed(model, images.x, batch_size=_EVAL_CHUNK)
-    scores = retrieval(features, images.y, k=(1, 2, 4, 8))
-    return {name: float(scores[name]) for name in METRICS}
+    return retrieval_scores(model, images.x, images.y, batch_size=_EVAL_CHUNK)
 
 
 def run(ctx: RunContext) -> RunResult:
