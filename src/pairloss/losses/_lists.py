@@ -304,8 +304,10 @@ def _run_blocks(n_blocks: int, workers: int, run: Callable[[Iterator[int]], None
                 return
             yield index
 
+    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: the workers take the caller's
+
     def work() -> None:
-        with torch.no_grad():
+        with torch.inference_mode(inference), torch.no_grad():
             run(claimed())
 
     threads = torch.get_num_threads()
