@@ -25,6 +25,7 @@ from pairloss.losses import (
     registered_losses,
 )
 from pairloss.losses._lists import group_to_lists
+from pairloss.pairs import RelevancePairs
 
 # ------------------------------------------------------------------ slow references (plain Python over items)
 
@@ -433,3 +434,11 @@ def test_blocks_shared_by_threads_give_the_single_thread_result(fn) -> None:
         torch.set_num_threads(threads)
     assert torch.equal(one[0], shared[0]) and torch.equal(one[1], shared[1])
     assert torch.equal(inferred, one[0])
+
+
+@pytest.mark.parametrize("threshold", [None, 1.5])
+def test_relevance_pair_count_is_the_number_of_masked_pairs(threshold) -> None:
+    _, y = _batch(b=6, length=9, seed=4)
+    valid = y != -1
+    pairs = RelevancePairs(threshold)
+    assert int(pairs.count(y, valid)) == int(pairs.mask(y, valid).sum()) > 0
