@@ -2,7 +2,8 @@
 
 The compiled losses are checked against eager on tiny padded lists with the ``aot_eager`` backend: it traces the
 whole forward and backward through Dynamo and AOTAutograd (a graph break or a data-dependent branch fails
-``fullgraph=True``) without building C++ kernels, so the suite stays fast; Inductor traces the same graph.
+``fullgraph=True``) without building C++ kernels, so the suite stays fast; the same check with Inductor's
+generated kernels is marked ``slow``.
 """
 
 from __future__ import annotations
@@ -96,3 +97,16 @@ def test_one_host_synchronisation_at_most(name: str) -> None:
     for data_dependent in ("aten::nonzero", "aten::masked_select", "aten::unique_consecutive"):
         assert calls.get(data_dependent, 0) == 0, data_dependent
     assert sum(calls.values()) < 400  # a handful of kernels per block, not per pair or per list
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ranknet", "lambdaloss", "lambdaloss_k_mean"])
+def test_inductor_compile_matches_eager(name: str) -> None:
+    """The same with Inductor's generated C++ kernels (minutes on two cores, so marked slow)."""
+    torch._dynamo.reset()
+    compiled = torch.compile(LOSSES[name], fullgraph=True)
+    scores, relevance = padded_lists()
+    got = value_and_gradient(compiled, scores, relevance)
+    want = value_and_gradient(LOSSES[name], scores, relevance)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
