@@ -196,6 +196,10 @@ def test_no_gradient_work_without_autograd(monkeypatch: pytest.MonkeyPatch) -> N
             calls.append(1)
             super().add_pairwise_vjp(*args)  # type: ignore[arg-type]
 
+        def add_stacked_pairwise_vjp(self, *args: object) -> None:  # type: ignore[override]
+            calls.append(2)
+            super().add_stacked_pairwise_vjp(*args)  # type: ignore[arg-type]
+
     x, y, _, _ = _inputs()
     x.requires_grad_(True)
     with torch.no_grad():
@@ -204,7 +208,7 @@ def test_no_gradient_work_without_autograd(monkeypatch: pytest.MonkeyPatch) -> N
     row_block_sums(smooth_sloped, x.detach(), y, similarity=Counting(), block_size=4)
     assert calls == []
     row_block_sums(smooth_sloped, x, y, similarity=Counting(), block_size=4)
-    assert len(calls) == 6  # 3 blocks × 2 statistics with slopes
+    assert calls == [2, 2, 2]  # 3 blocks, the 2 statistics with slopes in one stacked product each
 
 
 def test_row_sums_errors() -> None:

@@ -256,8 +256,11 @@ class LogSumExp:
         return f"LogSumExp(gamma={self.gamma!r}, add_one={self.add_one!r})"
 
 
-#: A mask with at most this fraction of true entries takes the gathered path of :meth:`LogSumExp.rows`.
-SPARSE_MASK_DENSITY = 0.05
+#: When above 0, a mask with at most this fraction of true entries takes the gathered path of
+#: :meth:`LogSumExp.rows`. Off (0) by default: the gathered path has a data-dependent size (the caller reads the
+#: count back to the host, and :func:`torch.nonzero` does too), which stalls a GPU stream and breaks
+#: ``torch.compile``.
+SPARSE_MASK_DENSITY = 0.0
 
 
 def _margins(values: Tensor, scale: float, offset: float) -> Tensor:
@@ -287,7 +290,7 @@ def _log_sum_exp_rows(
     """
     floor = math.log(torch.finfo(s.dtype).tiny) + 2.0
     n_rows = s.shape[0]
-    if n_active <= SPARSE_MASK_DENSITY * mask.numel():
+    if SPARSE_MASK_DENSITY > 0 and n_active <= SPARSE_MASK_DENSITY * mask.numel():
         rows, columns = mask.nonzero(as_tuple=True)
         gathered = s[rows, columns]
         weight = None if margin_weight is None else margin_weight(gathered).mul_(-gamma)

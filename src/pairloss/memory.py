@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -59,7 +60,13 @@ def _check_budget(n_bytes: int) -> int:
 
 
 def get_memory_budget() -> int:
-    """The bytes one blocked computation's temporaries may take here and now."""
+    """The bytes one blocked computation's temporaries may take here and now (a constant of the graph under
+    :func:`torch.compile`)."""
+    return cast(int, _budget_now())
+
+
+@torch.compiler.assume_constant_result
+def _budget_now() -> int:
     scoped = _scoped_budget.get()
     return _program_budget if scoped is None else scoped
 
