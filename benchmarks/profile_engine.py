@@ -1,6 +1,7 @@
 """Kernel and host-synchronisation counts of one forward + backward, and its time idle and beside a busy process.
 
-``python -m benchmarks.profile_engine [--n 8192] [--out benchmarks/results/profile_engine.json]``
+``python -m benchmarks.profile_engine [--n 8192] [--out benchmarks/results/profile_engine.json]
+[--docs docs/benchmarks.md]``
 
 For contrastive and multi-similarity (pairloss and pytorch-metric-learning, default arguments, ``D = 128``,
 100 classes, float32, the inputs of :mod:`benchmarks.metric_losses`), one warmed-up forward + backward runs under
@@ -31,9 +32,11 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+import pairloss
 from benchmarks import metric_losses
 from benchmarks._embeddings import CLASSES, DIMENSION, random_batch
-from benchmarks.measure import ROOT, Case, measure
+from benchmarks.measure import CONDITIONS, ROOT, Case, measure
+from benchmarks.report import update_docs
 
 LOSSES = ("contrastive", "multi_similarity")
 IMPLEMENTATIONS = ("pairloss", "pytorch-metric-learning")
@@ -166,24 +169,72 @@ def _run(n: int, device: str, times: bool, repeats: int, grad_dir: Path) -> dict
                 rows.append(row)
                 continue
             row.update(counts(step, leaf))
+            with pairloss.checks(False):
+                row["host_syncs_without_checks"] = counts(step, leaf)["host_syncs"]
+            del step, leaf
             if times:
-                for condition in ("idle", "busy"):
-                    case = Case(
-                        "benchmarks.metric_losses",
-                        loss,
-                        implementation,
-                        {"n": n, "d": DIMENSION, "classes": CLASSES, "seed": 0},
-                        condition=condition,
-                    )
-                    result = measure(
-                        case, repeats=repeats, time_cap=120.0, memory_cap=16 * 2**30, grad_dir=Path("/tmp")
-                    )
+                for condition in CONDITIONS:
+                    params = {"n": n, "d": DIMENSION, "classes": CLASSES, "seed": 0}
+                    case = Case("benchmarks.metric_losses", loss, implementation, params, condition=condition)
+                    result = measure(case, repeats=repeats, time_cap=240.0, memory_cap=16 * 2**30, grad_dir=grad_dir)
+                    row[f"{condition}_status"] = result.status
                     row[f"{condition}_median_s"] = result.median_s
                     row[f"{condition}_peak_bytes"] = result.peak_bytes
-                    row[f"{condition}_status"] = result.status
+                    row[f"{condition}_value"] = result.value
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {"n": n, "device": device, "cpus": os.cpu_count(), "torch": torch.__version__, "rows": rows}
+
+
+def table(payload: dict[str, Any]) -> str:
+    """pairloss against PML per loss: counts, idle and busy times and their ratios, peak memory ratio, values."""
+    by_key = {(row["loss"], row["implementation"]): row for row in payload["rows"]}
+    lines = [
+        "| loss | | aten ops | kernels | host syncs (checks on / off) | idle time (s) | busy time (s) "
+        "| peak (MiB) | value |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for loss in LOSSES:
+        ours, theirs = by_key.get((loss, "pairloss")), by_key.get((loss, "pytorch-metric-learning"))
+        for label, row in (("pairloss", ours), ("PML", theirs)):
+            if row is None or "aten_ops" not in row:
+                continue
+            syncs = f"{row['host_syncs']} / {row['host_syncs_without_checks']}" if label == "pairloss" else "—"
+            lines.append(
+                f"| {loss} | {label} | {row['aten_ops']} | {row['kernels']} | "
+                + (syncs if label == "pairloss" else str(row["host_syncs"]))
+                + f" | {_number(row.get('idle_median_s'))} | {_number(row.get('busy_median_s'))} "
+                f"| {_mib(row.get('idle_peak_bytes'))} | {_number(row.get('idle_value'), '.6f')} |"
+            )
+        if ours is not None and theirs is not None and ours.get("idle_median_s") and theirs.get("idle_median_s"):
+            ratios = []
+            for condition in CONDITIONS:
+                a, b = ours.get(f"{condition}_median_s"), theirs.get(f"{condition}_median_s")
+                ratios.append(f"{b / a:.1f}×" if a and b else "—")
+            memory = (
+                f"{ours['idle_peak_bytes'] / theirs['idle_peak_bytes']:.3f}"
+                if ours.get("idle_peak_bytes") and theirs.get("idle_peak_bytes")
+                else "—"
+            )
+            value = (
+                f"{abs(ours['idle_value'] - theirs['idle_value']) / abs(theirs['idle_value']):.1e}"
+                if ours.get("idle_value") is not None and theirs.get("idle_value")
+                else "—"
+            )
+            lines.append(
+                f"| {loss} | PML / pairloss | {theirs['aten_ops'] / ours['aten_ops']:.1f}× "
+                f"| {theirs['kernels'] / ours['kernels']:.1f}× | — | {ratios[0]} | {ratios[1]} "
+                f"| memory {memory} | rel. diff {value} |"
+            )
+    return "\n".join(lines)
+
+
+def _number(value: float | None, spec: str = ".3f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _mib(value: int | None) -> str:
+    return "—" if value is None else f"{value / 2**20:,.0f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,10 +244,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-times", action="store_true", help="counts only (no timed fresh-process runs)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "profile_engine.json")
+    parser.add_argument("--docs", type=Path, help="Markdown page whose profile_engine table to regenerate")
     args = parser.parse_args(argv)
     payload = run(args.n, args.device, not args.no_times, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(table(payload))
+    if args.docs is not None:
+        update_docs(args.docs, "profile_engine", table(payload))
 
 
 if __name__ == "__main__":

@@ -389,6 +389,7 @@ def _fused_log_sum_exp_row(spec: PairLossSpec, count_pairs: bool) -> RowFunction
     exponent_offset = [-gamma * c for gamma, (_, c) in zip(gammas, affine, strict=True)]
 
     cache: dict[tuple[torch.dtype, torch.device], Tensor] = {}  # the constants, made once per call
+    tails: dict[tuple[int, torch.device], Tensor] = {}
 
     @torch.no_grad()
     def row(block: PairBlock) -> RowSums:
@@ -415,12 +416,14 @@ def _fused_log_sum_exp_row(spec: PairLossSpec, count_pairs: bool) -> RowFunction
         slope = block.slope_buffer(1)
         torch.mul(terms[0], coefficient[:, 0:1], out=slope[0])
         slope[0].addcmul_(terms[1], coefficient[:, 1:2])
-        n_rows = torch.full((1,), float(s.shape[0]), dtype=torch.float64, device=s.device)
+        rows_key = (s.shape[0], s.device)
+        if rows_key not in tails:  # [#anchors, 0, 0]: the same for every block of one size
+            tails[rows_key] = torch.tensor([float(s.shape[0]), 0.0, 0.0], dtype=torch.float64, device=s.device)
+        tail = tails[rows_key]
         if count_pairs:
-            tail = torch.stack([block.positive.count_nonzero(), block.negative.count_nonzero()]).double()
-        else:
-            tail = n_rows.new_zeros(2)
-        values = torch.cat([loss.sum(dim=0, dtype=torch.float64, keepdim=True), n_rows, tail])
+            counted = torch.stack([block.positive.count_nonzero(), block.negative.count_nonzero()]).double()
+            tail = torch.cat([tail[:1], counted])
+        values = torch.cat([loss.sum(dim=0, dtype=torch.float64, keepdim=True), tail])
         return RowSums(values, (slope[0], None, None, None), stacked=slope)
 
     return row

@@ -276,7 +276,11 @@ class _Workspace:
         self._scores = query.new_empty(self.rows * self.width)
         self._slopes = query.new_empty(0)
 
-    def scores(self, b: int, width: int) -> Tensor:
+    def scores(self, b: int, width: int) -> Tensor | None:
+        """The block's score buffer; none under :func:`torch.compile`, which plans its own memory (and whose
+        tracer refuses ``out=`` next to inputs that require a gradient)."""
+        if torch.compiler.is_compiling():
+            return None
         return self._scores[: b * width].view(b, width)
 
     def slope_view(self, b: int, width: int) -> Callable[[int], Tensor]:

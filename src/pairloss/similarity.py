@@ -37,7 +37,7 @@ __all__ = [
 
 
 #: ``(start, stop, offset, out) -> [stop − start, M − offset]`` scores (see :meth:`BaseSimilarity.block_scorer`).
-BlockScorer = Callable[[int, int, int, Tensor], Tensor]
+BlockScorer = Callable[[int, int, int, "Tensor | None"], Tensor]
 
 
 class BaseSimilarity(ABC):
@@ -88,10 +88,10 @@ class BaseSimilarity(ABC):
     def block_scorer(self, query: Tensor, reference: Tensor) -> BlockScorer:
         """A function ``(start, stop, offset, out) -> scores`` of ``query[start:stop]`` against
         ``reference[offset:]`` (prepared), for the engine's passes without autograd: it may write into ``out`` (a
-        ``[stop − start, M − offset]`` buffer reused from block to block) and do per-vector work (norms) once for
-        all blocks. The default calls :meth:`pairwise`."""
+        ``[stop − start, M − offset]`` buffer reused from block to block, or ``None``) and do per-vector work
+        (norms) once for all blocks. The default calls :meth:`pairwise`."""
 
-        def score(start: int, stop: int, offset: int, out: Tensor) -> Tensor:
+        def score(start: int, stop: int, offset: int, out: Tensor | None) -> Tensor:
             return self.pairwise(query[start:stop], reference[offset:])
 
         return score
@@ -149,7 +149,7 @@ class _InnerProduct(BaseSimilarity):
         return query @ reference.T
 
     def block_scorer(self, query: Tensor, reference: Tensor) -> BlockScorer:
-        def score(start: int, stop: int, offset: int, out: Tensor) -> Tensor:
+        def score(start: int, stop: int, offset: int, out: Tensor | None) -> Tensor:
             return torch.mm(query[start:stop], reference[offset:].T, out=out)
 
         return score
@@ -218,7 +218,7 @@ class NegSquaredEuclideanSimilarity(BaseSimilarity):
     def block_scorer(self, query: Tensor, reference: Tensor) -> BlockScorer:
         squared = _squared_euclidean_scorer(query, reference, clamp=False)
 
-        def score(start: int, stop: int, offset: int, out: Tensor) -> Tensor:
+        def score(start: int, stop: int, offset: int, out: Tensor | None) -> Tensor:
             return squared(start, stop, offset, out).neg_()
 
         return score
@@ -288,7 +288,7 @@ class LpDistance(BaseSimilarity):
         if self.power == 2:
             return squared
 
-        def score(start: int, stop: int, offset: int, out: Tensor) -> Tensor:
+        def score(start: int, stop: int, offset: int, out: Tensor | None) -> Tensor:
             return squared(start, stop, offset, out).sqrt_()
 
         return score
@@ -367,7 +367,7 @@ def _squared_euclidean_scorer(query: Tensor, reference: Tensor, clamp: bool) -> 
     query_norms = torch.linalg.vector_norm(query, dim=1).square_()
     reference_norms = torch.linalg.vector_norm(reference, dim=1).square_()
 
-    def score(start: int, stop: int, offset: int, out: Tensor) -> Tensor:
+    def score(start: int, stop: int, offset: int, out: Tensor | None) -> Tensor:
         squared = torch.addmm(
             reference_norms[None, offset:], query[start:stop], reference[offset:].T, alpha=-2, out=out
         ).add_(query_norms[start:stop, None])
