@@ -276,23 +276,30 @@ def _fused_hinge_row(
         a, c = spec.margin_affine(positive)
         bounds.append((a, margin - c - low / factor))
     zeros_count = reducer.average and reducer.keeps_zero()
+    infinities: dict[tuple[torch.dtype, torch.device, bool], Tensor] = {}  # made once per call
 
     @torch.no_grad()
     def row(block: PairBlock) -> RowSums:
         s = block.sim
         active = block.slope_buffer(2)
         for k, (mask, (a, upper)) in enumerate(zip((block.positive, block.negative), bounds, strict=True)):
-            inside = torch.lt(s, upper) if a > 0 else torch.gt(s, -upper)
-            torch.logical_and(inside, mask, out=active[k])
-        totals = torch.mv(active.view(2, -1), s.reshape(-1)).double()
-        n_active = active.sum((1, 2), dtype=torch.float64)
+            # the kind's scores (±inf off it, where the comparison fails), then the comparison written in place as
+            # 0/1 floats: two passes, no bool temporary and no conversion
+            key = (s.dtype, s.device, a > 0)
+            if key not in infinities:
+                infinities[key] = torch.tensor(float("inf") if a > 0 else float("-inf"), dtype=s.dtype, device=s.device)
+            kind_scores = torch.where(mask, s, infinities[key], out=active[k])
+            torch.lt(kind_scores, upper, out=active[k]) if a > 0 else torch.gt(kind_scores, -upper, out=active[k])
+        totals = torch.mv(active.view(2, -1), s.reshape(-1))
+        # counts exact in float32: a block holds fewer than 2**24 pairs (its temporaries stay under 32 MiB)
+        n_active = active.sum((1, 2))
         pairs = None
         if zeros_count or count_pairs:
-            pairs = torch.stack([block.positive.count_nonzero(), block.negative.count_nonzero()]).double()
+            pairs = torch.stack([block.positive.count_nonzero(), block.negative.count_nonzero()]).to(s.dtype)
         kept = pairs if zeros_count else n_active
         stats = torch.stack([totals, n_active, kept], dim=1).view(-1)  # type: ignore[list-item]
         counted = pairs if count_pairs else stats.new_zeros(2)
-        values = torch.cat([stats, counted])  # type: ignore[list-item]
+        values = torch.cat([stats, counted]).double()  # type: ignore[list-item]
         slopes = (active[0], None, None, active[1], None, None, None, None)
         return RowSums(values, slopes, stacked=active)
 

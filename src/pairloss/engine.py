@@ -224,7 +224,9 @@ class _Plan:
         """Score the anchors ``start : start + b`` and run the row function on them (in symmetric mode, against the
         columns ``start:`` with only the pairs ``j > i`` in the masks)."""
         b = query_block.shape[0]
-        rows = torch.arange(start, start + b, device=query_block.device)
+        rows = (
+            torch.arange(start, start + b, device=query_block.device) if workspace is None else workspace.rows(start, b)
+        )
         query_labels = self.query_labels[start : start + b]
         column_offset = start if self.symmetric else 0
         reference = reference[column_offset:]
@@ -271,10 +273,15 @@ class _Workspace:
 
     def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor, block_size: int) -> None:
         self.scorer = similarity.block_scorer(query, reference)
-        self.rows = min(block_size, query.shape[0])
+        self._rows = torch.arange(query.shape[0], device=query.device)
+        self.rows_per_block = min(block_size, query.shape[0])
         self.width = reference.shape[0]
-        self._scores = query.new_empty(self.rows * self.width)
+        self._scores = query.new_empty(self.rows_per_block * self.width)
         self._slopes = query.new_empty(0)
+
+    def rows(self, start: int, b: int) -> Tensor:
+        """The global indices ``start : start + b`` (a view of one ``arange`` made per call)."""
+        return self._rows[start : start + b]
 
     def scores(self, b: int, width: int) -> Tensor | None:
         """The block's score buffer; none under :func:`torch.compile`, which plans its own memory (and whose
@@ -285,8 +292,8 @@ class _Workspace:
 
     def slope_view(self, b: int, width: int) -> Callable[[int], Tensor]:
         def view(n_slopes: int) -> Tensor:
-            if self._slopes.numel() < self.rows * n_slopes * self.width:
-                self._slopes = self._scores.new_empty(self.rows * n_slopes * self.width)
+            if self._slopes.numel() < self.rows_per_block * n_slopes * self.width:
+                self._slopes = self._scores.new_empty(self.rows_per_block * n_slopes * self.width)
             return self._slopes[: b * n_slopes * width].view(n_slopes, b, width)
 
         return view

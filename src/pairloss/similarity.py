@@ -403,15 +403,13 @@ def _add_difference_vjp(
 def _add_stacked_products(
     query: Tensor, reference: Tensor, weight: Tensor, grad_query: Tensor, grad_reference: Tensor, alpha: float
 ) -> None:
-    """``grad_query[k] += alpha · W_k R`` and ``grad_reference[k] += alpha · W_kᵀ Q`` for ``weight [K, b, M]``:
-    one (batched) matrix product per direction for all ``k``."""
-    if weight.shape[0] == 1:
-        grad_query[0].addmm_(weight[0], reference, alpha=alpha)
-        grad_reference[0].addmm_(weight[0].T, query, alpha=alpha)
-        return
-    k = weight.shape[0]
-    grad_query.baddbmm_(weight, reference.expand(k, *reference.shape), alpha=alpha)
-    grad_reference.baddbmm_(weight.transpose(1, 2), query.expand(k, *query.shape), alpha=alpha)
+    """``grad_query[k] += alpha · W_k R`` and ``grad_reference[k] += alpha · W_kᵀ Q`` for ``weight [K, b, M]``, in
+    place."""
+    # one addmm per weight rather than a baddbmm: the latter copies the transposed weights and non-contiguous
+    # outputs (measured: a third of the contrastive loss's time at N = 8192), addmm passes them to BLAS as they are
+    for k in range(weight.shape[0]):
+        grad_query[k].addmm_(weight[k], reference, alpha=alpha)
+        grad_reference[k].addmm_(weight[k].T, query, alpha=alpha)
 
 
 def _add_stacked_difference_vjp(
