@@ -8,6 +8,7 @@ import torch
 
 from pairloss.data.depth import (
     ACTIONS,
+    FIELD,
     HOLE_DEPTH,
     PEG_HEIGHT,
     TOLERANCE,
@@ -24,7 +25,7 @@ def test_seeded_and_deterministic():
     a, b, c = simulate_depth_task(50, seed=3), simulate_depth_task(50, seed=3), simulate_depth_task(50, seed=4)
     assert torch.equal(a.sim, b.sim) and torch.equal(a.real, b.real) and torch.equal(a.actions, b.actions)
     assert not torch.equal(a.sim, c.sim)
-    assert a.sim.shape == (50, 1, 24, 24) and a.sim.dtype == torch.float32
+    assert a.sim.shape == (50, 1, 32, 32) and a.sim.dtype == torch.float32
 
 
 def test_action_moves_towards_the_goal():
@@ -55,14 +56,14 @@ def test_following_the_labels_reaches_insertion():
 
 def test_rendered_geometry():
     """Flat camera at 0.5 m: table at 0.5, the hole centre 0.03 deeper, the peg centre 0.08 closer."""
-    states = np.array([[0.0, 0.0, 0.06, 0.0]])
+    states = np.array([[0.0, 0.0, 0.04, 0.0]])
     poses = np.array([[0.5, 0.0, 0.0]])
     depth = render_depth(states, poses, size=40)[0]
-    pixel = 0.2 / 40
+    pixel = FIELD / 40
     centre = 20  # pixel index of x = 0 (pixel centres at ±pixel/2)
     assert depth[0, 0] == pytest.approx(0.5)
     assert depth[centre, centre] == pytest.approx(0.5 + HOLE_DEPTH)
-    peg_column = centre + round(0.06 / pixel)
+    peg_column = centre + round(0.04 / pixel)
     assert depth[centre, peg_column] == pytest.approx(0.5 - PEG_HEIGHT)
 
 

@@ -20,8 +20,8 @@ from pairloss.losses import (
     registered_losses,
 )
 from pairloss.losses.multiview import average_of_rest_infonce_loss, m3g_loss, pairwise_infonce_loss
-from pairloss.recipes import run_recipe
-from pairloss.recipes.m3g import RECIPE, batch_size_for
+from pairloss.recipes import run_experiment
+from pairloss.recipes.m3g import RECIPE, cross_view_recall_at_1, linear_probe_accuracy
 
 TIGHT = {"tol": 1e-12, "max_iter": 200000, "check_every": 1}
 
@@ -222,32 +222,67 @@ def test_synthetic_multiview_data() -> None:
         synthetic_multiview(0, 3)
 
 
-def test_batch_size_for_budget() -> None:
-    assert batch_size_for(3, 64, 2**21) == 64
-    assert batch_size_for(4, 64, 2**21) == 38
-    assert batch_size_for(6, 64, 2**15) == 5
-    assert 5**6 <= 2**15 < 6**6
+def test_cross_view_recall_matches_a_loop() -> None:
+    z = views(3, 7, seed=11, dtype=torch.float32)
+    zn = F.normalize(z, dim=-1)
+    hits = []
+    for l in range(3):
+        for m in range(3):
+            if l != m:
+                for i in range(7):
+                    sims = [float(zn[l, i] @ zn[m, j]) for j in range(7)]
+                    hits.append(float(int(np.argmax(sims)) == i))
+    assert cross_view_recall_at_1(z) == pytest.approx(np.mean(hits))
+    aligned = views(1, 7, seed=12, dtype=torch.float32).expand(3, 7, 4)
+    assert cross_view_recall_at_1(aligned) == 1.0
+
+
+def test_linear_probe_separates_separable_classes() -> None:
+    labels = torch.arange(40) % 2
+    z = torch.randn(2, 40, 3, generator=torch.Generator().manual_seed(0)) * 0.1
+    z[:, :, 0] += labels * 2.0 - 1.0
+    assert linear_probe_accuracy(z, labels, z, labels) == 1.0
+
+
+TINY = {
+    "trials": 1,
+    "fit_objects": 60,
+    "validation_objects": 30,
+    "test_objects": 30,
+    "batch_sizes": {"3": 6, "4": 4},
+    "updates": 4,
+    "validate_every": 2,
+}
 
 
 def test_recipe_quick_run_writes_outputs(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    overrides = {
-        "ks": [3, 4],
-        "batch_sizes": [8],
-        "max_entries": 512,
-        "steps": 2,
-        "n_train": 40,
-        "n_test": 20,
-        "scaling_n": 6,
-        "scaling_max_entries": 300,
-    }
-    result = run_recipe(RECIPE, out=tmp_path, seeds=1, quick=True, overrides=overrides)
+    result = run_experiment(RECIPE, out=tmp_path, seeds=2, quick=True, overrides=TINY)
     for path in (result.results_path, result.table_path, result.figure_path):
         assert path.exists() and path.stat().st_size > 0
     saved = json.loads(result.results_path.read_text())
+    assert saved["mode"] == "quick" and saved["seeds"] == [0, 1]
     rows = saved["summary"]
-    assert "M3G k=3 n=8" in rows and "pairwise InfoNCE k=4 n=4" in rows
-    assert "M3G step, k=3 n=6 (random views)" in rows
+    assert set(rows) == {
+        f"{loss}, k={k}" for loss in ("M3G", "pairwise InfoNCE", "average-of-rest InfoNCE") for k in (3, 4)
+    }
     for row in rows.values():
-        for stats in row.values():
-            assert math.isfinite(stats["mean"])
-    assert "Not timed" in saved["verdict"]  # k=4 at n=6 is beyond scaling_max_entries
+        for metric in ("cross-view R@1", "probe accuracy"):
+            assert 0.0 <= row[metric]["mean"] <= 1.0
+    for k in (3, 4):
+        solve = rows[f"M3G, k={k}"]
+        assert solve["sweeps (last update)"]["mean"] >= 1
+        assert solve["marginal error (last update)"]["mean"] < RECIPE.config["tol"]
+        assert solve["updates at the sweep cap"]["mean"] == 0
+    assert {v["claim"] for v in saved["verdicts"]} == {
+        f"M3G beats {b}, k={k}" for b in ("pairwise InfoNCE", "average-of-rest InfoNCE") for k in (3, 4)
+    }
+    assert set(saved["tuning"]) == set(rows)
+    assert saved["tuning"]["M3G, k=3"]["space"] == {
+        "relative_epsilon": {"type": "float", "low": 0.15, "high": 3.0, "log": True}
+    }
+
+
+@pytest.mark.slow
+def test_recipe_quick_configuration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = run_experiment(RECIPE, out=tmp_path, quick=True)
+    assert len(result.verdicts) == 8

@@ -1,4 +1,4 @@
-"""Invariants of the kidney-allocation simulator and of the top-N metrics used on it."""
+"""Invariants of the kidney-allocation simulator (KAS response, pre-KAS score) and of the top-N metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from pairloss.data.organ import FEATURE_NAMES, grade_within_lists, simulate_organ_matching, top_n_relevant
+from pairloss.data.organ import (
+    CPRA_POINTS,
+    FEATURE_NAMES,
+    LONGEVITY_TIER,
+    cpra_points,
+    grade_within_lists,
+    simulate_organ_matching,
+    top_n_relevant,
+)
 from pairloss.metrics.topn import kendall_tau, precision_at_n, recall_at_n, top_n_hits
 
 
@@ -25,15 +33,15 @@ def _col(data, name: str) -> torch.Tensor:
 def test_seeded_and_deterministic(data) -> None:
     again = simulate_organ_matching(120, 30, seed=3)
     other = simulate_organ_matching(120, 30, seed=4)
-    for field in ("features", "kas_score", "outcome", "observed_outcome", "observed"):
+    for field in ("features", "current_score", "response", "observed_response", "observed"):
         assert torch.equal(getattr(data, field), getattr(again, field))
-    assert not torch.equal(data.outcome, other.outcome)
+    assert not torch.equal(data.response, other.response)
 
 
 def test_shapes_and_ranges(data) -> None:
     assert data.features.shape == (120, 30, len(FEATURE_NAMES))
-    assert data.kas_score.shape == data.outcome.shape == (120, 30)
-    assert bool(torch.isfinite(data.features).all()) and bool(torch.isfinite(data.outcome).all())
+    assert data.current_score.shape == data.response.shape == (120, 30)
+    assert bool(torch.isfinite(data.features).all()) and bool(torch.isfinite(data.response).all())
     for name in ("epts", "kdpi", "cpra"):
         values = _col(data, name)
         assert float(values.min()) >= 0.0 and float(values.max()) <= 1.0
@@ -43,45 +51,78 @@ def test_shapes_and_ranges(data) -> None:
     donor_age = _col(data, "donor_age")
     assert torch.equal(donor_age, donor_age[:, :1].expand_as(donor_age))
     assert int(data.observed.sum()) == 60
+    assert torch.equal(data.column("kdpi"), _col(data, "kdpi"))
+    with pytest.raises(ValueError, match="unknown feature"):
+        data.column("height")
 
 
-def test_kas_score_follows_its_definition(data) -> None:
-    epts, kdpi, dr = _col(data, "epts"), _col(data, "kdpi"), _col(data, "mismatch_dr")
-    expected = (
-        _col(data, "waiting_years")
-        + 12 * _col(data, "cpra") ** 4
-        + 2.0 * (dr == 0)
-        + 1.0 * (dr == 1)
-        + 4.0 * ((epts <= 0.2) & (kdpi <= 0.2))
-        + _col(data, "abo_identical")
-    )
-    assert torch.allclose(data.kas_score, expected, atol=1e-4)
+def _cpra_points_loop(cpra: float) -> float:
+    percent = math.floor(cpra * 100 + 1e-9)
+    points = 0.0
+    for low, value in CPRA_POINTS:
+        if percent >= low:
+            points = value
+    return points
 
 
-def test_outcome_has_structure_the_score_misses(data) -> None:
-    # The outcome falls with the HLA mismatches and the donor–candidate age gap, which the score ignores.
-    outcome = data.outcome.flatten().numpy()
-    mismatches = (_col(data, "mismatch_a") + _col(data, "mismatch_b") + _col(data, "mismatch_dr")).flatten()
-    gap = (_col(data, "donor_age") - _col(data, "patient_age")).abs().flatten()
-    assert np.corrcoef(mismatches.numpy(), outcome)[0, 1] < -0.1
-    assert np.corrcoef(gap.numpy(), outcome)[0, 1] < -0.2
-    assert kendall_tau(data.kas_score, data.outcome) < 0.2
+def test_cpra_sliding_scale() -> None:
+    cpra = np.array([0.0, 0.19, 0.2, 0.799, 0.8, 0.95, 0.979, 0.98, 0.99, 1.0])
+    assert cpra_points(cpra).tolist() == pytest.approx([0, 0, 0.08, 1.58, 2.46, 10.82, 17.30, 24.40, 50.09, 202.10])
+    grid = np.linspace(0, 1, 1001)
+    assert cpra_points(grid).tolist() == pytest.approx([_cpra_points_loop(c) for c in grid])
 
 
-def test_observation_noise_only_on_observed_outcome() -> None:
-    clean = simulate_organ_matching(20, 10, observation_noise=0.0, seed=1)
-    assert torch.equal(clean.outcome, clean.observed_outcome)
+def test_response_is_kas_and_score_is_pre_kas(data) -> None:
+    for d in range(0, 120, 7):
+        for i in range(30):
+            x = {name: float(_col(data, name)[d, i]) for name in FEATURE_NAMES}
+            dr_points = 2.0 if x["mismatch_dr"] == 0 else (1.0 if x["mismatch_dr"] == 1 else 0.0)
+            longevity = x["kdpi"] <= 0.2 and x["epts"] <= 0.2
+            kas = (
+                max(x["listing_years"], x["dialysis_years"])
+                + _cpra_points_loop(x["cpra"])
+                + dr_points
+                + 4 * x["prior_living_donor"]
+                + LONGEVITY_TIER * longevity
+            )
+            old = x["listing_years"] + 4 * (x["cpra"] >= 0.8) + dr_points + 4 * x["prior_living_donor"]
+            assert float(data.response[d, i]) == pytest.approx(kas, rel=1e-5, abs=1e-4)
+            assert float(data.current_score[d, i]) == pytest.approx(old, rel=1e-5, abs=1e-4)
+
+
+def test_existing_score_disagrees_with_the_response_at_the_top() -> None:
+    data = simulate_organ_matching(200, 50, seed=0)
+    relevant = top_n_relevant(data.response, 10)
+    assert 0.3 < kendall_tau(data.current_score, data.response) < 0.9
+    assert precision_at_n(data.current_score, relevant, 10) < 0.85
+    # Longevity matching: for a KDPI <= 20% donor, every EPTS <= 20% candidate outranks the others (except the
+    # CPRA 100% candidates, who come first in KAS).
+    low_kdpi = data.column("kdpi")[:, 0] <= 0.2
+    tier = (data.column("epts") <= 0.2) & low_kdpi[:, None]
+    rest = ~tier & (data.column("cpra") < 1.0)
+    lists = torch.nonzero(tier.any(1) & rest.any(1)).flatten()
+    assert lists.numel() > 10
+    for d in lists.tolist():
+        assert float(data.response[d][tier[d]].min()) > float(data.response[d][rest[d]].max())
+
+
+def test_noise_only_on_the_observed_response() -> None:
+    clean = simulate_organ_matching(20, 10, response_noise=0.0, seed=1)
+    assert torch.equal(clean.response, clean.observed_response)
+    noisy = simulate_organ_matching(20, 10, response_noise=2.0, seed=1)
+    assert torch.equal(noisy.response, clean.response)
+    assert 1.0 < float((noisy.observed_response - noisy.response).std()) < 3.0
 
 
 def test_perfect_model_has_precision_one() -> None:
     data = simulate_organ_matching(50, 40, seed=0)
-    relevant = top_n_relevant(data.outcome, 10)
+    relevant = top_n_relevant(data.response, 10)
     assert bool((relevant.sum(1) == 10).all())
     for n in (1, 5, 10):
-        assert precision_at_n(data.outcome, relevant, n) == 1.0
-    assert recall_at_n(data.outcome, relevant, 10) == 1.0
-    assert precision_at_n(-data.outcome, relevant, 10) == 0.0
-    assert kendall_tau(data.outcome, data.outcome) == pytest.approx(1.0)
+        assert precision_at_n(data.response, relevant, n) == 1.0
+    assert recall_at_n(data.response, relevant, 10) == 1.0
+    assert precision_at_n(-data.response, relevant, 10) == 0.0
+    assert kendall_tau(data.response, data.response) == pytest.approx(1.0)
 
 
 def test_grades_follow_within_list_quantiles() -> None:
@@ -97,7 +138,7 @@ def test_grades_follow_within_list_quantiles() -> None:
     [
         ({"n_donors": 0}, "n_donors"),
         ({"observed_fraction": 1.5}, "observed_fraction"),
-        ({"outcome_noise": -1.0}, "noise"),
+        ({"response_noise": -1.0}, "response_noise"),
     ],
 )
 def test_invalid_arguments(kwargs, match: str) -> None:

@@ -14,6 +14,7 @@ from pairloss.data.instances import coins_instances, hubble_instances, load_inst
 from pairloss.losses import BoxSnakeLoss, LevelSetLoss, LocalPairwiseLoss, PolygonBoxLoss, registered_losses
 from pairloss.losses.color import rgb_to_lab
 from pairloss.losses.polygon import (
+    BoxCrops,
     box_ciou,
     box_crops,
     boxsnake_loss,
@@ -24,7 +25,7 @@ from pairloss.losses.polygon import (
     polygon_box_loss,
     polygon_boxes,
 )
-from pairloss.models.polygon import PolygonHead, box_polygon, unit_box_polygon
+from pairloss.models.polygon import PolygonHead, box_polygon, unit_box_polygon, unit_ellipse_polygon
 
 
 @pytest.fixture(autouse=True)
@@ -290,11 +291,11 @@ def test_losses_are_registered() -> None:
 # ------------------------------------------------------------------------------------------ head and data
 
 
-def test_unit_box_polygon_and_head_start_at_the_box() -> None:
+def test_unit_box_polygon_and_box_head_start_at_the_box() -> None:
     unit = unit_box_polygon(8)
     expected = [[0, 0], [0.5, 0], [1, 0], [1, 0.5], [1, 1], [0.5, 1], [0, 1], [0, 0.5]]
     torch.testing.assert_close(unit, torch.tensor(expected, dtype=torch.float32))
-    head = PolygonHead(num_vertices=16)
+    head = PolygonHead(num_vertices=16, init="box")
     boxes = torch.tensor([[3.0, 4.0, 30.0, 17.5], [0.0, 0.0, 9.0, 9.0]])
     vertices = head(torch.rand(2, 3, 20, 20), boxes)
     assert vertices.shape == (2, 16, 2)
@@ -306,6 +307,44 @@ def test_unit_box_polygon_and_head_start_at_the_box() -> None:
         head(torch.rand(2, 3, 20, 20), boxes[:1])
     with pytest.raises(ValueError, match="at least 4"):
         unit_box_polygon(3)
+    with pytest.raises(ValueError, match="init must be one of"):
+        PolygonHead(init="circle")
+
+
+def test_head_starts_at_the_papers_ellipse() -> None:
+    """The default start: the ellipse of centre ½ and semi-axes 0.49 in box units, so the unary term pulls."""
+    unit = unit_ellipse_polygon(4)
+    torch.testing.assert_close(unit, torch.tensor([[0.99, 0.5], [0.5, 0.99], [0.01, 0.5], [0.5, 0.01]]))
+    head = PolygonHead(num_vertices=32)
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 40.0]])
+    vertices = head(torch.rand(1, 3, 16, 16), boxes)
+    centre = boxes[:, None, :2] + 0.5 * (boxes[:, None, 2:] - boxes[:, None, :2])
+    radii = 0.49 * (boxes[:, None, 2:] - boxes[:, None, :2])
+    torch.testing.assert_close(((vertices - centre) / radii).pow(2).sum(-1), torch.ones(1, 32))
+    loss = polygon_box_loss(vertices, boxes)
+    assert loss.item() > 0  # the ellipse's box is 2 % smaller than the box: the unary term has work to do
+    loss.backward()
+    assert bool(head.offsets.bias.grad.any())
+    with pytest.raises(ValueError, match="semi_axis"):
+        unit_ellipse_polygon(8, semi_axis=0.6)
+    with pytest.raises(ValueError, match="at least 3"):
+        unit_ellipse_polygon(2)
+
+
+def test_box_crops_select_and_cat() -> None:
+    image = torch.rand(3, 40, 50)
+    boxes = torch.tensor([[2.0, 3.0, 20.0, 30.0], [10.0, 5.0, 45.0, 25.0], [0.0, 0.0, 8.0, 9.0]])
+    crops = box_crops(image, boxes, size=8, padding=1)
+    assert len(crops) == 3
+    first, rest = crops.select(torch.tensor([0])), crops.select(torch.tensor([1, 2]))
+    joined = BoxCrops.cat([first, rest])
+    for name in ("lab", "normalized", "affinity", "box_masks", "origin", "scale"):
+        torch.testing.assert_close(getattr(joined, name), getattr(crops, name))
+    assert joined.dilation == crops.dilation
+    with pytest.raises(ValueError, match="share their grid"):
+        BoxCrops.cat([crops, box_crops(image, boxes, size=6, padding=1)])
+    with pytest.raises(ValueError, match="empty"):
+        BoxCrops.cat([])
 
 
 def test_instance_images() -> None:

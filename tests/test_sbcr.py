@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pairloss.data.ctr_sim import CTRSimulator, reference_lists
+from pairloss.data.ctr_sim import CTRSimulator
 from pairloss.losses.calibrated import (
     BCERankNetLoss,
     JRCLoss,
@@ -23,7 +24,10 @@ from pairloss.losses.calibrated import (
     sbcr_loss,
     self_boosted_pairwise_loss,
 )
-from pairloss.recipes import get_recipe, run_recipe
+from pairloss.recipes import get_recipe, sbcr
+from pairloss.recipes.protocol import PrepareContext, RunContext, run_experiment
+from pairloss.recipes.sbcr import _RoundSchedule
+from pairloss.training import Reporter
 
 
 def _sp(t: float) -> float:
@@ -85,18 +89,6 @@ def test_self_boosted_no_pairs_and_no_grad_to_references():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.all(s.grad == 0) and ref_s.grad is None
-
-
-def test_reference_lists_exclude_self_and_other_requests():
-    log = CTRSimulator(n_users=20, n_items=30, seed=1).sample(5, seed=2, min_candidates=2, max_candidates=6)
-    log = log.with_dumped(torch.randn(len(log)))
-    ref_s, ref_y = reference_lists(log)
-    assert log.dumped is not None
-    for i in range(len(log)):
-        same = (log.request == log.request[i]).nonzero().flatten().tolist()
-        others = sorted(float(log.dumped[j]) for j in same if j != i)
-        got = sorted(float(v) for v, lab in zip(ref_s[i], ref_y[i], strict=True) if lab != -1)
-        assert got == pytest.approx(others)
 
 
 def test_calibrator_is_monotone_identity_at_start_and_bounded():
@@ -226,37 +218,85 @@ def test_calibrated_errors(call, message):
         call()
 
 
-def test_simulator_has_known_probabilities():
-    log = CTRSimulator(n_users=50, n_items=80, seed=0).sample(40, seed=1)
-    sizes = torch.bincount(log.request)
-    assert sizes.min() >= 10 and sizes.max() <= 50
-    assert torch.all((log.true_prob > 0) & (log.true_prob < 1))
-    assert set(log.click.unique().tolist()) <= {0.0, 1.0}
-    # request-level features are constant within a request
-    rf = log.request_features
-    first = torch.zeros(40, dtype=torch.long).scatter_reduce(
-        0, log.request, torch.arange(len(log)), reduce="amin", include_self=False
-    )
-    assert torch.equal(rf, rf[first[log.request]])
+TINY = {
+    "n_users": 60,
+    "n_items": 50,
+    "warmup_requests": 30,
+    "round_requests": 40,
+    "test_requests": 20,
+    "min_candidates": 5,
+    "max_candidates": 30,
+    "batch_size": 128,
+    "validate_every": 5,
+}
+
+
+def test_round_schedule_streams_over_the_rounds():
+    world = CTRSimulator(n_users=30, n_items=40, seed=0)
+    rounds = tuple(world.sample(12, seed=s, min_candidates=3, max_candidates=9) for s in range(3))
+    schedule = _RoundSchedule(rounds, 16, grouped=True, epochs=2, seed=0)
+    per_round = [-(-len(log) // 16) * 2 for log in rounds]
+    assert schedule.updates == sum(per_round)
+    seen = [schedule(step) for step in range(schedule.updates)]
+    assert [r for r, _, _ in seen] == [r for r, n in enumerate(per_round) for _ in range(n)]
+    for r, log in enumerate(rounds):
+        first_epoch = [index for rr, start, index in seen if rr == r][: per_round[r] // 2]
+        assert torch.equal(torch.cat(first_epoch).sort().values, torch.arange(len(log)))
+        assert {start for rr, start, _ in seen if rr == r} == {sum(per_round[:r])}
+
+
+@pytest.mark.parametrize("self_boost", [True, False])
+def test_self_boosting_deploys_the_previous_round_model(monkeypatch, self_boost):
+    recipe = get_recipe("sbcr")
+    config = recipe.resolve_config(True, TINY)
+    ctx = PrepareContext(config, Path("."), Reporter(), True)
+    data = sbcr.prepare(ctx)
+    deployed = []
+
+    def spy(server, log):
+        deployed.append({k: v.clone() for k, v in server.tower.state_dict().items()})
+        return reference_lists_of(server, log)
+
+    reference_lists_of = sbcr._round_references
+    monkeypatch.setattr(sbcr, "_round_references", spy)
+    method = next(m for m in recipe.methods if m.name == "SBCR (variant)")
+    settings = {**method.settings, "self_boost": self_boost, "lr": 1e-2, "alpha": 1.0}
+    run_ctx = RunContext(config, data.without_test(), method.name, settings, 0, "tuning", Path("unused.pt"), Reporter())
+    result = sbcr.run(run_ctx)
+    assert len(deployed) == config["rounds"]
+    legacy = data.fit.legacy
+    assert all(torch.equal(deployed[0][k], legacy["tower." + k]) for k in deployed[0])
+    later_is_legacy = all(torch.equal(deployed[1][k], legacy["tower." + k]) for k in deployed[1])
+    assert later_is_legacy != self_boost
+    assert {"GAUC", "AUC", "LogLoss", "ECE", "PCOC", "PCOC error"} == set(result.metrics)
+    assert result.metrics["PCOC error"] == pytest.approx(abs(result.metrics["PCOC"] - 1))
 
 
 def test_quick_recipe_writes_outputs(tmp_path):
-    overrides = {
-        "n_users": 100,
-        "n_items": 80,
-        "serving_requests": 40,
-        "train_requests": 60,
-        "test_requests": 40,
-        "epochs": 1,
-        "batch_size": 256,
-    }
-    result = run_recipe(get_recipe("sbcr"), out=tmp_path, seeds=1, quick=True, overrides=overrides)
+    recipe = get_recipe("sbcr")
+    result = run_experiment(recipe, out=tmp_path, quick=True, overrides={**TINY, "trials": 1})
     for path in (result.results_path, result.table_path, result.figure_path):
         assert path.exists() and path.stat().st_size > 0
     saved = json.loads(result.results_path.read_text())
+    assert saved["mode"] == "quick" and saved["seeds"] == [0, 1]
+    assert set(saved["tuning"]) == {"BCE", "BCE+RankNet", "JRC", "RCR", "SBCR (variant)"}
+    assert all(entry["trials"] == 1 for entry in saved["tuning"].values())
     rows = saved["summary"]
-    assert {"BCE", "BCE+RankNet", "JRC", "RCR", "SBCR"} <= set(rows)
+    assert {m.name for m in recipe.methods} == set(rows)
     for row in rows.values():
         for metric in ("AUC", "GAUC", "LogLoss", "ECE", "PCOC"):
             assert math.isfinite(row[metric]["mean"])
-    assert "claim" in saved["verdict"]
+    claims = {(v["claim"], v["metric"]) for v in saved["verdicts"]}
+    assert ("SBCR beats JRC", "GAUC") in claims and ("shuffling helps SBCR", "LogLoss") in claims
+    assert ("SBCR beats RCR", "PCOC error") in claims
+    assert all(v["verdict"] in ("held", "not held", "inconclusive") for v in saved["verdicts"])
+    # the reference rows do not depend on the seed
+    oracle = [saved["per_seed"][s]["oracle (true p)"]["metrics"]["GAUC"] for s in ("0", "1")]
+    assert oracle[0] == oracle[1]
+
+
+@pytest.mark.slow
+def test_full_recipe(tmp_path):
+    result = run_experiment(get_recipe("sbcr"), out=tmp_path)
+    assert result.mode == "full" and len(result.per_seed) == 5
+    assert result.summary["SBCR (variant)"]["GAUC"]["mean"] > result.summary["legacy server (BCE)"]["GAUC"]["mean"]

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from pairloss.recipes.tuning import Choice, Float, Int, TrialRecord, space_to_json, tune
+from pairloss.recipes.report import tuning_table
+from pairloss.recipes.tuning import Choice, Float, Int, TrialRecord, at_bounds, space_to_json, tune
 
 SPACE = {"lr": Float(1e-4, 1e-1, log=True), "width": Int(1, 8), "act": Choice(("relu", "tanh"))}
 
@@ -66,3 +67,34 @@ def test_invalid_spaces_and_budgets() -> None:
         tune(_objective, SPACE, 0)
     with pytest.raises(ValueError, match="space is empty"):
         tune(_objective, {}, 3)
+
+
+def test_at_bounds_flags_values_near_either_end_of_the_range() -> None:
+    space = space_to_json({"lr": Float(1e-4, 3e-3, log=True), "margin": Float(0.0, 1.0), "k": Int(1, 9)})
+    assert at_bounds(space, {"lr": 2.98e-3, "margin": 0.5, "k": 5}) == {"lr": "high"}
+    assert at_bounds(space, {"lr": 1.0e-3, "margin": 0.01, "k": 1}) == {"margin": "low", "k": "low"}
+    assert at_bounds(space, {"lr": 1.0e-3, "margin": 0.5, "k": 5}) == {}
+    # on a log scale the middle of [1e-4, 3e-3] is its geometric mean, not its arithmetic one
+    assert at_bounds(space, {"lr": 1.6e-3}) == {}
+    assert at_bounds({"c": {"type": "choice", "choices": [1, 2]}}, {"c": 2}) == {}
+
+
+def test_tuning_result_records_the_values_at_a_bound() -> None:
+    result = tune(lambda p: p["x"], {"x": Float(0.0, 1.0)}, trials=16, seed=0)
+    assert result.to_json()["at_bound"] == {"x": "high"}
+
+
+def test_tuning_table_marks_and_explains_values_at_a_bound() -> None:
+    space = space_to_json({"lr": Float(1e-4, 3e-3, log=True)})
+    table = tuning_table(
+        {
+            "edge": {"trials": 4, "space": space, "best": {"lr": 2.99e-3}, "best_value": 0.5},
+            "inside": {"trials": 4, "space": space, "best": {"lr": 6e-4}, "best_value": 0.4},
+        },
+        "validation R@1",
+    )
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "(at high end)" in rows["edge"] and "at " not in rows["inside"].split("|")[4]
+    assert "may lie outside the range" in table
+    plain = tuning_table({"inside": {"trials": 4, "space": space, "best": {"lr": 6e-4}, "best_value": 0.4}}, "R@1")
+    assert "outside the range" not in plain

@@ -35,9 +35,9 @@ def test_positive_similarity_must_be_inside_the_interval() -> None:
 
 
 def test_the_weight_is_the_backward_gradient_not_the_slope_of_the_value() -> None:
-    def value_without_gradient(anchor, anchor_labels, reference, reference_labels):  # type: ignore[no-untyped-def]
+    def value_without_gradient(embeddings, labels, indices_tuple=None, ref_emb=None, ref_labels=None):  # type: ignore[no-untyped-def]
         # the value moves with the negative, but the loss's backward treats it as a constant (as circle's weights)
-        return (reference[1, 1] ** 2).detach() + 0 * reference.sum()
+        return (ref_emb[1, 1] ** 2).detach() + 0 * ref_emb.sum()
 
     _, weight = metric_pair_weights(value_without_gradient, points=21)
     assert np.all(weight == 0)

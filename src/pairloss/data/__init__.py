@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pairloss.data.ctr import CTRTable, load_ctr_log
-    from pairloss.data.ctr_sim import CTRLog, CTRSimulator, reference_lists
+    from pairloss.data.ctr_sim import CTRLog, CTRSimulator, ReferenceLists, RequestBatches, reference_lists
     from pairloss.data.depth import DepthTask, simulate_depth_task
     from pairloss.data.digits import OpenSetSplit, open_set_digits
     from pairloss.data.driving import DrivingScenes, simulate_driving_scenes
@@ -47,6 +47,8 @@ _MODULES = {
     "MultiLabelData": "pairloss.data.multilabel",
     "OpenSetSplit": "pairloss.data.digits",
     "OrganMatchingData": "pairloss.data.organ",
+    "ReferenceLists": "pairloss.data.ctr_sim",
+    "RequestBatches": "pairloss.data.ctr_sim",
     "TexturePatches": "pairloss.data.images",
     "glyph_pools": "pairloss.data.glyphs",
     "iter_letor": "pairloss.data.letor",
@@ -83,6 +85,8 @@ __all__ = [
     "MultiLabelData",
     "OpenSetSplit",
     "OrganMatchingData",
+    "ReferenceLists",
+    "RequestBatches",
     "TexturePatches",
     "glyph_pools",
     "iter_letor",

@@ -4,15 +4,16 @@ Stands in for Viereck, Saenko, Platt (CoRL 2017/2018), who learn a visuomotor po
 and transfer it to a real depth camera with a pairwise loss on (simulated, real) images of the same scene state.
 No robot or depth camera is available here, so both domains are drawn:
 
-* **State** (metres, table frame): the hole centre ``h ~ U([−0.04, 0.04]²)`` and the peg offset ``δ = g − h``
-  (peg centre ``g``), ``δ ~ U([−0.06, 0.06]²)``, except a fraction ``aligned_fraction`` of states drawn within
+* **State** (metres, table frame): the hole centre ``h ~ U([−0.02, 0.02]²)`` and the peg offset ``δ = g − h``
+  (peg centre ``g``), ``δ ~ U([−0.04, 0.04]²)``, except a fraction ``aligned_fraction`` of states drawn within
   the insertion tolerance ``|δ|_∞ ≤ tol = 0.01`` so that every action is common.
 * **Action** (the label): the move that reduces the alignment error: ``−x, +x, −y, +y`` (a step of ``0.01``
   along the axis of the largest ``|δ|``, against its sign) or ``insert`` when ``|δ|_∞ ≤ tol``.
   :func:`apply_action` applies it; the move always reduces ``‖δ‖``.
 * **Simulated rendering** (:func:`render_depth`): a top-down orthographic depth camera ``height ~ U(0.48, 0.52)``
   above the table, tilted by ``~U(−0.05, 0.05)`` rad about each axis (the table plane becomes a depth ramp),
-  field of view ``0.2 × 0.2`` m on ``size × size`` pixels, 3 × 3 super-sampled: table at the plane's depth, a hole
+  field of view ``0.16 × 0.16`` m on ``size × size`` pixels (32 by default: 5 mm per pixel, so the 1 cm step
+  and tolerance span two pixels), 3 × 3 super-sampled: table at the plane's depth, a hole
   of radius 0.025 m and depth 0.03 m, a peg of radius 0.018 m whose top is 0.08 m above the table (it occludes
   the hole).
 * **"Real" rendering** (:func:`real_sensor`) of the same state and camera pose: a calibration error (the camera is
@@ -49,10 +50,12 @@ __all__ = [
 ACTIONS = ("-x", "+x", "-y", "+y", "insert")
 TOLERANCE = 0.01
 STEP = 0.01
-FIELD = 0.2
+FIELD = 0.16
 HOLE_RADIUS, HOLE_DEPTH = 0.025, 0.03
 PEG_RADIUS, PEG_HEIGHT = 0.018, 0.08
 _SUPERSAMPLE = 3
+#: Half-widths of the uniform ranges of the hole centre and of the peg's offset from it (metres).
+HOLE_RANGE, OFFSET_RANGE = 0.02, 0.04
 
 
 def sample_states(n: int, seed: int = 0, aligned_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +64,8 @@ def sample_states(n: int, seed: int = 0, aligned_fraction: float = 0.2) -> tuple
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng(seed)
-    hole = rng.uniform(-0.04, 0.04, size=(n, 2))
-    offset = rng.uniform(-0.06, 0.06, size=(n, 2))
+    hole = rng.uniform(-HOLE_RANGE, HOLE_RANGE, size=(n, 2))
+    offset = rng.uniform(-OFFSET_RANGE, OFFSET_RANGE, size=(n, 2))
     aligned = rng.random(n) < aligned_fraction
     offset[aligned] = rng.uniform(-TOLERANCE, TOLERANCE, size=(int(aligned.sum()), 2))
     poses = np.column_stack([rng.uniform(0.48, 0.52, n), rng.uniform(-0.05, 0.05, (n, 2))])
@@ -88,7 +91,7 @@ def apply_action(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
 
 
 def render_depth(
-    states: np.ndarray, poses: np.ndarray, size: int = 24, camera_offset: tuple[float, float] = (0.0, 0.0)
+    states: np.ndarray, poses: np.ndarray, size: int = 32, camera_offset: tuple[float, float] = (0.0, 0.0)
 ) -> np.ndarray:
     """Clean depth maps ``[n, size, size]`` (metres from the camera) of the states seen from the poses."""
     if size < 8:
@@ -106,7 +109,7 @@ def render_depth(
     return depth.reshape(-1, size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(2, 4))
 
 
-def real_sensor(states: np.ndarray, poses: np.ndarray, size: int = 24, seed: int = 0) -> np.ndarray:
+def real_sensor(states: np.ndarray, poses: np.ndarray, size: int = 32, seed: int = 0) -> np.ndarray:
     """Depth maps of the same states through the "real" sensor model (see the module docstring)."""
     rng = np.random.default_rng(seed)
     clean = render_depth(states, poses, size, camera_offset=(0.006, 0.006)) * 1.02 + 0.01
@@ -138,7 +141,7 @@ class DepthTask:
     actions: Tensor
 
 
-def simulate_depth_task(n: int, seed: int = 0, size: int = 24, aligned_fraction: float = 0.2) -> DepthTask:
+def simulate_depth_task(n: int, seed: int = 0, size: int = 32, aligned_fraction: float = 0.2) -> DepthTask:
     """``n`` states rendered by both the simulator and the real sensor model, with their action labels."""
     states, poses = sample_states(n, seed, aligned_fraction)
     sim = normalize_depth(render_depth(states, poses, size))

@@ -10,6 +10,11 @@ grouped baselines, ``group_ids [n]`` (the request of each impression). All losse
 * :func:`bce_ranknet_loss`: BCE + in-batch RankNet (needs request-grouped batches).
 * :func:`jrc_loss`: JRC (Sheng et al., KDD 2023), two logits per impression.
 * :func:`rcr_loss`: RCR (Bai et al., CIKM 2023), sigmoid cross-entropy + a ListCE on σ(s).
+
+The ranking parts use the public links: SBCR's pairs against the dumped scores apply
+:class:`pairloss.links.Logistic` to an ``[n, M]`` gap matrix (each impression against its own reference list, not
+a pair matrix of the batch, so not the builder's engine path); BCE + RankNet calls
+:func:`pairloss.losses.ranking.ranknet_loss` (the builder's list form); JRC and RCR are softmaxes over a request.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pairloss._validation import check_floating, check_positive, check_tensor
+from pairloss.links import Logistic
 from pairloss.losses._lists import PAD, group_to_lists
 from pairloss.losses.base import BatchAxis, PairLoss, loss_module, mean_of_active
 from pairloss.losses.ranking import ranknet_loss
@@ -63,17 +69,22 @@ def _check_groups(group_ids: Tensor, n: int) -> Tensor:
 def self_boosted_pairwise_loss(
     logits: Tensor, labels: Tensor, ref_scores: Tensor, ref_labels: Tensor, *, sigma: float = 1.0
 ) -> Tensor:
-    """Self-boosted pairwise loss of SBCR (Zhang et al., CIKM 2024).
+    """Self-boosted pairwise loss of SBCR (Zhang, Liu, Bao, Yu, Song, CIKM 2024), a variant where the paper is silent.
 
     Impression ``i`` (current logit ``s_i``, click ``y_i``) carries the dumped logits ``s̃_j`` and clicks ``y_j``
-    of the ``M`` other candidates of its request, scored by an earlier snapshot of the model (``ref_scores``,
+    of the ``M`` other candidates of its request, scored by the deployed (older) model (``ref_scores``,
     ``ref_labels`` ``[n, M]``, label ``-1`` marks padding). With ``ℓ(t) = log(1 + e^{−σ t})``:
 
         L = (1 / |P|) Σ_i [ Σ_{j: y_i > y_j} ℓ(s_i − s̃_j) + Σ_{j: y_j > y_i} ℓ(s̃_j − s_i) ]
 
     ``|P|`` counts the pairs of the batch (0 pairs give 0). The dumped scores are constants (no gradient), so the
-    loss needs no request-grouped batch: each impression brings its own reference list. The paper leaves the
-    link and the normalisation open; the RankNet link and a mean over pairs are our choice.
+    loss needs no request-grouped batch: each impression brings its own reference list.
+
+    The paper's: each sample is compared with the ranking scores **and labels** that the online model dumped for
+    the candidates of the same query, so that samples can be shuffled freely; the deployed model is a few versions
+    older than the trained one. Library's choice (the paper's formula could not be read here): the logistic
+    (RankNet) link on the gap between the current and the dumped logit, its slope ``σ``, comparing ``i`` with the
+    dumped candidates on both sides (``y_j < y_i`` and ``y_j > y_i``), and the mean over the pairs of the batch.
     """
     labels = _check_clicks(logits, labels)
     check_floating(ref_scores, "ref_scores", ndim=2, finite=False)
@@ -94,7 +105,8 @@ def self_boosted_pairwise_loss(
     above = valid & (y > ref_labels)  # i should outrank the dumped j
     below = valid & (ref_labels > y)  # the dumped j should outrank i
     gap = logits[:, None] - ref
-    losses = torch.where(above, F.softplus(-sigma * gap), zero) + torch.where(below, F.softplus(sigma * gap), zero)
+    link = Logistic(sigma)
+    losses = torch.where(above, link(gap), zero) + torch.where(below, link(-gap), zero)
     return mean_of_active(losses.sum(), (above.sum() + below.sum()).to(logits.dtype))
 
 
@@ -106,18 +118,20 @@ class PiecewiseLinearCalibrator(nn.Module):
     """SBCR's calibration module: a monotone piecewise-linear map ``g(ŷ; x)`` of the ranking probability ``ŷ``.
 
     The unit interval is cut into ``K`` bins by edges ``0 = e_0 < e_1 < … < e_K = 1``. For each sample,
-    ``a = softmax(MLP(x))`` (``x`` the context features, gradient-stopped) gives the height of each bin, their
-    cumulative sums ``b_k = Σ_{i ≤ k} a_i`` (``b_0 = 0``, ``b_K = 1``) the calibrated value at each edge, and inside a
-    bin the map interpolates linearly:
+    ``a = softmax(MLP(x))`` gives the height of each bin, their cumulative sums ``b_k = Σ_{i ≤ k} a_i``
+    (``b_0 = 0``, ``b_K = 1``) the calibrated value at each edge, and inside a bin the map interpolates linearly:
 
         g(ŷ; x) = b_{k−1} + a_k · (ŷ − e_{k−1}) / (e_k − e_{k−1}),     ŷ ∈ [e_{k−1}, e_k]
 
     ``g`` is strictly increasing in ``ŷ`` for every ``x``, so when ``x`` holds request-level features only (the same
-    for all candidates of a request, our choice, as the paper's ``g(ŷ; q)`` is query-dependent) the order inside a
-    request is kept exactly. ``ŷ`` is also gradient-stopped: the calibration loss never changes the ranking head.
-    Edges default to equal width; pass quantiles of the expected ``ŷ`` (e.g. of the dumped scores) to spend the
-    bins where the predictions are, which matters for small CTRs. The last layer starts at zero weights and bias
-    ``log(e_k − e_{k−1})``, so an untrained calibrator is the identity ``g(ŷ; x) = ŷ`` (our choice).
+    for all candidates of a request) the order inside a request is kept exactly.
+
+    The paper's: a query-dependent, monotone, piecewise-linear function ``g(ŷ; q)`` of the predicted probability,
+    parameterised through a Softmax over its intervals, that separates calibration from ranking. Library's choice:
+    the features ``x`` (request-level features here), the MLP, the number of bins and their edges (equal width by
+    default; pass quantiles of the expected ``ŷ`` to spend the bins where the predictions are), the start at the
+    identity map (the last layer starts at zero weights and bias ``log(e_k − e_{k−1})``, so ``g(ŷ; x) = ŷ``), and
+    stopping the gradient at ``ŷ`` and ``x`` (the calibration loss never changes the ranking head).
     """
 
     def __init__(self, context_features: int, n_bins: int = 16, hidden: int = 32, edges: Tensor | None = None) -> None:
@@ -169,9 +183,10 @@ def sbcr_loss(
         L = BCE(σ(s), y) + α · L_SB(s; s̃, ỹ) + BCE(g(σ(s)^{sg}; x), y)
 
     ``L_SB`` is :func:`self_boosted_pairwise_loss`; ``calibrated`` is the output of
-    :class:`PiecewiseLinearCalibrator` (clipped to ``[eps, 1 − eps]`` for the log). The pointwise BCE on the
-    ranking head keeps its scores on the probability scale that the calibrator's bins cover (our choice; the
-    calibrator sees a gradient-stopped ``σ(s)``, so its loss does not reach the ranking head).
+    :class:`PiecewiseLinearCalibrator` (clipped to ``[eps, 1 − eps]`` for the log). The paper's: the ranking module
+    is trained with a pointwise and the self-boosted pairwise loss, the calibration module with a calibration
+    objective on its own output. Library's choice: BCE for both pointwise terms, the weight ``α`` on the pairwise
+    term only, and the unweighted sum of the three.
     """
     labels = _check_clicks(logits, labels)
     check_floating(calibrated, "calibrated", ndim=1)

@@ -22,6 +22,9 @@ that needs conditions; :func:`pce_bound` evaluates the version proved in ``docs/
     L_CE(θ, Z) ≥ L_PCE(Z; p(θ), λ) − (1/λ) Σ_k ‖c_kˢ − λ θ_k‖²,
 
 with equality of the last term to 0 at the classifier's fixed point ``θ_k = c_kˢ/λ`` (the paper's θ-step).
+
+These are classifier losses and a bound on them, not sums of a link over pairs, so they are not built by
+:func:`pairloss.pair_loss`.
 """
 
 from __future__ import annotations

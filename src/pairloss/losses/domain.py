@@ -5,16 +5,19 @@ arXiv 1807.10413, 2018. A policy trained on plentiful simulated images is made t
 on a few pairs of a simulated and a real image of the same scene state, a loss that pulls the two embeddings
 together and pushes the embeddings of unpaired images apart.
 
-Form chosen here: the contrastive loss of Hadsell, Chopra and LeCun (CVPR 2006) across domains, with squared
-distance ``d_ij = ‖s_i − r_j‖`` between simulated embedding ``s_i`` and real embedding ``r_j``:
+The paper's abstract says only that the loss is pairwise, on (simulated, real) pairs of the same state; its full
+text was not available, so the form is the library's choice: the contrastive loss of Hadsell, Chopra and LeCun
+(CVPR 2006) across domains, with distance ``d_ij = ‖s_i − r_j‖`` between simulated embedding ``s_i`` and real
+embedding ``r_j``:
 
     L = (1/P) Σ_i d_ii²  +  w · 1/(P(P − 1)) Σ_{i ≠ j} [m − d_ij]_+²
 
 True pairs (same state) are pulled together without a margin; non-pairs are pushed beyond the margin ``m`` and
 no further, so the push cannot blow the embedding up and pairs of nearly-identical states are not forced far
-apart (an InfoNCE push would keep separating them). This is the form of the paper's pairwise term (a squared
-distance between paired embeddings with a hinge for non-pairs). The batch is the ``P × P`` cross-domain matrix,
-small (a few hundred pairs at most), so it is computed densely.
+apart (an InfoNCE push would keep separating them). ``w = 0`` keeps the pull alone. The batch is the ``P × P``
+cross-domain matrix, small (a few hundred pairs at most), so it is computed densely with autograd rather than by
+:func:`pairloss.pair_loss`'s blocked engine path (at that size one dense expression is the fast one, and the
+positive term is the squared distance itself, whose gradient stays finite at ``d = 0``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ embedding of object ``i`` seen through view ``l``. The views are L2-normalised i
   ``k``-tuples with the entropic multi-marginal OT cost over all ``n^k`` tuples.
 * :func:`pairwise_infonce_loss`: InfoNCE on each of the ``k(k−1)/2`` pairs of views.
 * :func:`average_of_rest_infonce_loss`: InfoNCE of each view against the average of the other ``k − 1``.
+
+None is built by :func:`pairloss.pair_loss`: M3G is an optimal-transport problem over ``k``-tuples, and InfoNCE's
+loss of a pair is a softmax over its whole row (as NT-Xent's), so the baselines run on the engine with row
+functions of their own.
 """
 
 from __future__ import annotations

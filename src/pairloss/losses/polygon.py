@@ -13,11 +13,17 @@ predicted for each ground-truth box and trained from the box alone:
 
 :func:`boxsnake_loss` puts the three together on box-aligned crops of the image, with the paper's weights
 1.0 / 0.5 (after a linear warm-up) / 0.03. The soft masks come from :func:`pairloss.losses.rasterize.soft_polygon_mask`.
+
+The pixel pairs are the public :class:`pairloss.pairs.NeighbourPairs` and their weights
+:class:`pairloss.weights.DistanceAware`; the losses are not built by :func:`pairloss.pair_loss`, whose pairs are
+rows of an ``N × N`` score matrix: a pixel has a fixed 8 neighbours, so each offset is one shifted image and the
+whole loss is ``8`` elementwise passes, with no pair matrix to block.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -335,9 +341,43 @@ class BoxCrops:
     scale: Tensor
     dilation: int
 
+    def __len__(self) -> int:
+        return int(self.box_masks.shape[0])
+
     def to_crop(self, vertices: Tensor) -> Tensor:
         """Map image coordinates ``[N, V, 2]`` into each box's crop grid."""
         return (vertices - self.origin.unsqueeze(1)) * self.scale.unsqueeze(1)
+
+    def select(self, index: Tensor) -> BoxCrops:
+        """The crops of the boxes ``index`` (a 1-D index or boolean tensor)."""
+        return BoxCrops(
+            self.lab[index],
+            self.normalized[index],
+            self.affinity[index],
+            self.box_masks[index],
+            self.origin[index],
+            self.scale[index],
+            self.dilation,
+        )
+
+    @staticmethod
+    def cat(parts: Sequence[BoxCrops]) -> BoxCrops:
+        """The crops of several images, one after the other (same grid size and dilation)."""
+        if not parts:
+            raise ValueError("parts is empty: give at least one BoxCrops")
+        sides = {p.box_masks.shape[-1] for p in parts}
+        dilations = {p.dilation for p in parts}
+        if len(sides) != 1 or len(dilations) != 1:
+            raise ValueError(f"crops must share their grid and dilation, got sides {sides} and dilations {dilations}")
+        return BoxCrops(
+            torch.cat([p.lab for p in parts]),
+            torch.cat([p.normalized for p in parts]),
+            torch.cat([p.affinity for p in parts]),
+            torch.cat([p.box_masks for p in parts]),
+            torch.cat([p.origin for p in parts]),
+            torch.cat([p.scale for p in parts]),
+            parts[0].dilation,
+        )
 
 
 def box_crops(

@@ -4,7 +4,8 @@ Class names, constructor arguments (``num_classes, embedding_size, ...``), param
 ``[C, D]`` or ``W`` ``[D, C]``), initialisations and defaults follow pytorch-metric-learning (PML) 2.x, so a
 PML state dict loads unchanged and the default value equals PML's on the same input and weights. The score
 matrix is ``N × C`` (samples × classes): small, so it is computed densely, in O(N·C) memory, without the row
-engine. Labels must be 1-D class ids in ``[0, num_classes)``.
+engine, and these losses are not built by :func:`pairloss.pair_loss` (there is no ``N × N`` pair matrix to
+bound; dense autograd on ``N × C`` is the fast path). Labels must be 1-D class ids in ``[0, num_classes)``.
 """
 
 from __future__ import annotations

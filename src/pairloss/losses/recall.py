@@ -6,7 +6,9 @@ items scored above it, ``rank(q, x) ≈ 1 + Σ_{z ∈ Ω_q, z ≠ x} σ((s_qz �
 ``(q, x)`` of a block are also processed in chunks whose ``[chunk, N]`` temporaries fit the memory budget
 (:mod:`pairloss.memory`); the backward pass recomputes each chunk (:class:`_SigmoidRankSums`: the loss is a
 nonlinear function of each rank sum, so the slopes of the sigmoids cannot be summed in the forward pass), and
-memory stays ``O(block · N + chunk · N)`` whatever the batch size. The per-query losses are reduced by a reducer
+memory stays ``O(block · N + chunk · N)`` whatever the batch size. For the same reason they are not built by
+:func:`pairloss.pair_loss`, whose losses are sums of per-pair link values; the sigmoid is the public
+:class:`pairloss.links.SigmoidRank`. The per-query losses are reduced by a reducer
 of :mod:`pairloss.reducers` (the mean over the queries with a positive by default).
 """
 

@@ -52,8 +52,12 @@ def awtr_loss(
     that the model ranks low keep a full weight (it is in the true top-N), and so do pairs with a wrongly
     promoted item (it is in the predicted top-N); the rest of the list keeps a small weight ``α``, which trades
     overall ranking accuracy for top-N accuracy. ``α = 1`` gives RankNet's mean pairwise logistic loss.
-    The paper states the idea (adaptive weights emphasising the top-N of each donor's list) without a closed
-    form; the membership rule and the normalisation by the weight sum are this library's choices. Built from
+
+    The paper's: a top-N recommendation loss whose weights adapt during training to emphasise the ranking of the
+    top-N candidates of each donor's list, trading overall accuracy for top-N accuracy. Library's choice (only the
+    abstract could be read here): the pairwise logistic link, the membership rule (current or true top-N), the
+    weight ``α + (1 − α)·max(m_i, m_j)``, recomputing the weights at every call, and the normalisation by the
+    weight sum. This is therefore a variant of AWTR, not the paper's formula. Built from
     :class:`pairloss.weights.TopN` and :class:`pairloss.links.Logistic` on the list-pair evaluator (blocks of lists
     under the memory budget, gradient from the link's derivative).
 

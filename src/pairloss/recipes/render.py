@@ -78,12 +78,13 @@ def page_block(name: str, payload: Mapping[str, Any] | None, tables: Sequence[tu
         ]
     else:
         objective = str(payload.get("objective", "validation score"))
+        tuned = f"every method tuned on the {objective}" if payload.get("tuning") else "no method tuned"
         lines += [
             run_line(payload),
             "",
             f"![{payload['title']}](../results/{name}/figure.png)",
             "",
-            f"**Test metrics** (mean ± std over seeds; every method tuned on the {objective}):",
+            f"**Test metrics** (mean ± std over seeds; {tuned}):",
             "",
         ]
         if tables:
@@ -97,10 +98,15 @@ def page_block(name: str, payload: Mapping[str, Any] | None, tables: Sequence[tu
             "",
             verdict_table(payload["verdicts"]).rstrip(),
             "",
-            "**Tuning** (seeded Optuna TPE on the validation split, the same number of trials per tuned method):",
-            "",
-            tuning_table(payload["tuning"], objective).rstrip(),
         ]
+        if payload.get("tuning"):
+            lines += [
+                "**Tuning** (seeded Optuna TPE on the validation split, the same number of trials per tuned method):",
+                "",
+                tuning_table(payload["tuning"], objective).rstrip(),
+            ]
+        else:
+            lines.append("**Tuning**: none; no method of this recipe has a setting searched on the validation split.")
     lines += ["", END]
     return "\n".join(lines)
 

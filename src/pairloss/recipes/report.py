@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pairloss.recipes.tuning import at_bounds
+
 __all__ = [
     "format_duration",
     "format_mean_std",
@@ -94,16 +96,35 @@ def _space(space: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def tuning_table(tuning: Mapping[str, Mapping[str, Any]], objective: str) -> str:
-    """One row per tuned method: trials, the search space, the chosen values and their validation score."""
+    """One row per tuned method: trials, the search space, the chosen values and their validation score.
+
+    A chosen value at an end of its range (:func:`~pairloss.recipes.tuning.at_bounds`) is marked ``(at low end)``
+    or ``(at high end)``, and a line under the table says what that means for the comparison.
+    """
     lines = [
         f"| method | trials | search space | chosen | {objective} |",
         "|---|---|---|---|---|",
     ]
+    marked = False
     for method, entry in tuning.items():
-        chosen = ", ".join(f"{k} = {_value(v)}" for k, v in entry.get("best", {}).items()) or "–"
+        ends = at_bounds(entry.get("space", {}), entry.get("best", {}))
+        marked = marked or bool(ends)
+        chosen = (
+            ", ".join(
+                f"{k} = {_value(v)}" + (f" (at {ends[k]} end)" if k in ends else "")
+                for k, v in entry.get("best", {}).items()
+            )
+            or "–"
+        )
         best = entry.get("best_value")
         score = f"{best:.4f}" if isinstance(best, float) else "–"
         lines.append(f"| {_cell(method)} | {entry['trials']} | {_cell(_space(entry['space']))} | {chosen} | {score} |")
+    if marked:
+        lines += [
+            "",
+            "A value marked *at an end* was chosen within 5% of the end of its search range (of its logarithm on a "
+            "log scale): that method's best setting may lie outside the range, so its row may understate it.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -115,8 +136,9 @@ def run_line(payload: Mapping[str, Any]) -> str:
     machine = f"{env.get('cpu_count', '?')} CPU cores, {env.get('torch_threads', '?')} torch thread(s)"
     if env.get("cuda"):
         machine += f", {env['cuda']}"
+    tuning = "no method tuned" if payload.get("tuning") == {} else f"{trials} tuning trials per tuned method"
     return (
-        f"Mode **{payload['mode']}**, {seeds} seeds, {trials} tuning trials per tuned method, wall time "
+        f"Mode **{payload['mode']}**, {seeds} seeds, {tuning}, wall time "
         f"{format_duration(float(payload.get('wall_seconds', 0.0)))} ({machine}; torch {env.get('torch', '?')})."
     )
 
@@ -129,11 +151,22 @@ def verdict_counts(verdicts: Sequence[Mapping[str, Any]]) -> str:
 
 def results_markdown(payload: Mapping[str, Any]) -> str:
     """The run line, the metrics table, the verdicts and the tuning of a results payload (``table.md``)."""
+    if not payload.get("tuning"):
+        tuned, tuning = "no method tuned", "Tuning: none; no method has a setting searched on the validation split.\n"
+    else:
+        tuned = f"tuned on the {payload.get('objective', 'validation split')}"
+        tuning = "\n".join(
+            [
+                "Tuning: the same number of trials for every tuned method (seeded Optuna TPE on the validation split).",
+                "",
+                tuning_table(payload["tuning"], str(payload.get("objective", "validation score"))),
+            ]
+        )
     return "\n".join(
         [
             run_line(payload),
             "",
-            f"Test metrics, mean ± std over seeds; tuned on the {payload.get('objective', 'validation split')}.",
+            f"Test metrics, mean ± std over seeds; {tuned}.",
             "",
             metrics_table(payload["summary"]),
             "Verdicts: the mean paired difference over seeds (treatment − control; positive favours the claim), its",
@@ -141,9 +174,7 @@ def results_markdown(payload: Mapping[str, Any]) -> str:
             "(contains zero).",
             "",
             verdict_table(payload["verdicts"]),
-            "Tuning: the same number of trials for every tuned method (seeded Optuna TPE on the validation split).",
-            "",
-            tuning_table(payload["tuning"], str(payload.get("objective", "validation score"))),
+            tuning,
         ]
     )
 

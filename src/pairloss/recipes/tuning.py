@@ -26,6 +26,7 @@ __all__ = [
     "Param",
     "TrialRecord",
     "TuningResult",
+    "at_bounds",
     "space_to_json",
     "tune",
 ]
@@ -113,6 +114,35 @@ def space_to_json(space: Mapping[str, Param]) -> dict[str, dict[str, Any]]:
     return {name: param.to_json() for name, param in space.items()}
 
 
+#: A chosen value within this fraction of its range (of its logarithm on a log scale) from an end is "at a bound".
+BOUND_FRACTION = 0.05
+
+
+def at_bounds(
+    space: Mapping[str, Mapping[str, Any]], best: Mapping[str, Any], fraction: float = BOUND_FRACTION
+) -> dict[str, str]:
+    """The chosen values that lie at an end of their search range: ``{name: "low" | "high"}``.
+
+    A search whose best value sits at a bound may have its true optimum outside the range, so the comparison it
+    feeds is less fair to that method than the budget suggests. ``space`` is the JSON form (:func:`space_to_json`),
+    so a committed ``results.json`` can be checked as it is. A number counts as at a bound when it lies within
+    ``fraction`` of the range (of the logarithm of the range on a log scale) of an end; choices are never at a bound.
+    """
+    found: dict[str, str] = {}
+    for name, param in space.items():
+        if param.get("type") not in ("float", "int") or name not in best:
+            continue
+        low, high, value = float(param["low"]), float(param["high"]), float(best[name])
+        if param.get("log"):
+            low, high, value = math.log(low), math.log(high), math.log(value)
+        position = (value - low) / (high - low)
+        if position <= fraction:
+            found[name] = "low"
+        elif position >= 1.0 - fraction:
+            found[name] = "high"
+    return found
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One finished trial: the values it tried and the validation score it got (``None``: not finite)."""
@@ -126,7 +156,10 @@ class TrialRecord:
 
 @dataclass
 class TuningResult:
-    """A finished search: its budget, space, every trial and the chosen (best) values."""
+    """A finished search: its budget, space, every trial and the chosen (best) values.
+
+    Its JSON form adds ``at_bound``: the chosen values at an end of their range (:func:`at_bounds`).
+    """
 
     trials: int
     space: dict[str, dict[str, Any]]
@@ -140,6 +173,7 @@ class TuningResult:
             "space": self.space,
             "best": self.best,
             "best_value": self.best_value,
+            "at_bound": at_bounds(self.space, self.best),
             "history": [t.to_json() for t in self.history],
         }
 

@@ -3,7 +3,9 @@
 The lifted structure loss couples a positive pair ``(i, j)`` with the negatives of *both* i and j, two rows of the
 pair matrix, so it runs on the engine in two passes (the per-anchor log-sum-exp of the negatives first, then the
 positive pairs with it as a parameter). N-pairs forms only the ``K × K`` scores of one pair per class and does not
-need the engine.
+need the engine. Neither is built by :func:`pairloss.pair_loss`: the builder's pair form gives each pair a loss
+of its own margin and its row form pools one anchor's row, while the lifted structure loss pools two rows per
+positive pair and N-pairs has no pair matrix.
 """
 
 from __future__ import annotations
