@@ -131,3 +131,24 @@ def test_reference_set_checked_in_the_same_read_back() -> None:
     reference[0, 0] = float("inf")
     with pytest.raises(ValueError, match="ref_emb contains 1 NaN or infinite"):
         pairloss.ContrastiveLoss()(embeddings, labels, ref_emb=reference, ref_labels=labels)
+
+
+def test_settings_read_as_constants_under_compile() -> None:
+    """The memory budget (a ContextVar the tracer cannot follow) is read once while tracing, as a constant."""
+    torch._dynamo.reset()
+
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return x * pairloss.get_memory_budget()
+
+    compiled = torch.compile(scaled, fullgraph=True, backend="aot_eager")
+    with pairloss.memory_budget(12345):
+        assert float(compiled(torch.ones(()))) == 12345.0
+
+
+def test_import_does_not_load_the_compiler() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, pairloss; print('torch._dynamo' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -39,6 +39,7 @@ from torch.autograd.function import once_differentiable
 
 from pairloss import memory
 from pairloss._sparse_pairs import SparsePairWeights
+from pairloss._tracing import constant_when_traced
 from pairloss.pairs import LabelPairs, PairSelector
 from pairloss.similarity import BaseSimilarity
 
@@ -165,7 +166,7 @@ class CrossRankHook(Protocol):
 CROSS_RANK: ContextVar[CrossRankHook | None] = ContextVar("pairloss_cross_rank", default=None)
 
 
-@torch.compiler.assume_constant_result
+@constant_when_traced
 def _cross_rank_set() -> bool:
     return CROSS_RANK.get() is not None
 

@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from pairloss._tracing import constant_when_traced
+
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "MAX_TEMPORARY_BYTES",
@@ -65,7 +67,7 @@ def get_memory_budget() -> int:
     return cast(int, _budget_now())
 
 
-@torch.compiler.assume_constant_result
+@constant_when_traced
 def _budget_now() -> int:
     scoped = _scoped_budget.get()
     return _program_budget if scoped is None else scoped
