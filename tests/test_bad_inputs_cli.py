@@ -33,7 +33,9 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(
         "pairloss.training.experiment.run_experiment", lambda config, **kwargs: calls.setdefault("train", config)
     )
-    monkeypatch.setattr("pairloss.recipes.run_recipe", lambda *args, **kwargs: calls.setdefault("reproduce", kwargs))
+    monkeypatch.setattr(
+        "pairloss.recipes.run_experiment", lambda *args, **kwargs: calls.setdefault("reproduce", kwargs)
+    )
     return calls
 
 

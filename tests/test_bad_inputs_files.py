@@ -7,19 +7,15 @@ checks the ``ValueError``'s message for the file name, the line and what is wron
 from __future__ import annotations
 
 import gzip
-import json
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from pairloss.data import iter_letor, load_arff, load_ctr_log, load_letor, load_svmlight_multilabel, mulan_label_names
 from pairloss.models import SmallCNN, load_weights
-from pairloss.recipes.base import Recipe, SeedResult, run_recipe
 
 NOT_UTF8 = b"\xff\xfe"
 
@@ -273,70 +269,13 @@ def test_unreadable_weights_name_the_path(tmp_path: Path, content: bytes | str, 
 # ---------------------------------------------------------------------------------------- recipe results.json
 
 
-def _tiny_recipe() -> Recipe:
-    def run_seed(config: dict[str, Any], seed: int, reporter: Any) -> SeedResult:
-        return SeedResult({"method": {"score": float(seed)}})
-
-    return Recipe(
-        name="tiny",
-        title="t",
-        paper="p",
-        claim="c",
-        config={"n": 1},
-        quick={},
-        run_seed=run_seed,
-        make_figure=lambda result, path: path.write_bytes(b""),
-    )
-
-
-@pytest.mark.parametrize(
-    ("content", "reason"),
-    [
-        ("[]", "does not hold a results object"),
-        ('{"config": {"n": 1, "quick": false}, "per_seed": {"0": {"metr', "is not valid JSON"),
-        ('{"config": {"n": 2, "quick": false}, "per_seed": {}}', "another config"),
-        ('{"config": {"n": 1, "quick": false}, "per_seed": {"0": {"x": 1}}}', "malformed per-seed entry"),
-        (b"\xff\xfe{}", "is not valid JSON"),
-    ],
-)
-def test_a_results_file_that_cannot_be_resumed_is_kept_aside(tmp_path: Path, content: str | bytes, reason: str) -> None:
-    results = tmp_path / "tiny" / "results.json"
-    results.parent.mkdir()
-    raw = content.encode() if isinstance(content, str) else content
-    results.write_bytes(raw)
-    with pytest.warns(UserWarning, match=reason):
-        result = run_recipe(_tiny_recipe(), out=tmp_path, seeds=2)
-    assert sorted(result.seeds) == [0, 1]
-    assert (tmp_path / "tiny" / "results.json.bak").read_bytes() == raw
-    assert json.loads(results.read_text())["per_seed"]["1"]["metrics"] == {"method": {"score": 1.0}}
-
-
-def test_a_second_replacement_keeps_the_first_backup(tmp_path: Path) -> None:
-    results = tmp_path / "tiny" / "results.json"
-    results.parent.mkdir()
-    for n, content in enumerate(["[]", "[1]"]):
-        results.write_text(content)
-        with pytest.warns(UserWarning):
-            run_recipe(_tiny_recipe(), out=tmp_path, seeds=1)
-        assert (tmp_path / "tiny" / f"results.json.bak{n or ''}").read_text() == content
-
-
-def test_a_matching_results_file_resumes_without_warning(tmp_path: Path) -> None:
-    run_recipe(_tiny_recipe(), out=tmp_path, seeds=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        result = run_recipe(_tiny_recipe(), out=tmp_path, seeds=2)
-    assert sorted(result.seeds) == [0, 1]
-    assert not (tmp_path / "tiny" / "results.json.bak").exists()
-    np.testing.assert_equal(result.summary["method"]["score"]["mean"], 0.5)
-
-
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
         ("[]", "does not hold a results object"),
         ('{"protocol": 1, "name": "toy", "per_seed": {"0": ', "is not valid JSON"),
         ('{"protocol": -1, "name": "toy"}', "another protocol version, recipe, mode or configuration"),
+        ("\udcff\udcfe{}", "is not valid JSON"),
     ],
 )
 def test_the_protocol_sets_aside_a_results_file_it_cannot_resume(tmp_path: Path, content: str, reason: str) -> None:
@@ -345,7 +284,21 @@ def test_the_protocol_sets_aside_a_results_file_it_cannot_resume(tmp_path: Path,
     from pairloss.recipes.protocol import _resumable
 
     path = tmp_path / "results.json"
-    path.write_text(content)
+    raw = content.encode(errors="surrogateescape")
+    path.write_bytes(raw)
     with pytest.warns(UserWarning, match=reason):
         assert _resumable(path, SimpleNamespace(name="toy"), {"n": 1}, "quick") is None  # type: ignore[arg-type]
-    assert (tmp_path / "results.json.bak").read_text() == content
+    assert (tmp_path / "results.json.bak").read_bytes() == raw
+
+
+def test_a_second_replacement_keeps_the_first_backup(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pairloss.recipes.protocol import _resumable
+
+    path = tmp_path / "results.json"
+    for n, content in enumerate(["[]", "[1]"]):
+        path.write_text(content)
+        with pytest.warns(UserWarning):
+            _resumable(path, SimpleNamespace(name="toy"), {"n": 1}, "quick")  # type: ignore[arg-type]
+        assert (tmp_path / f"results.json.bak{n or ''}").read_text() == content

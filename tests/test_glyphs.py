@@ -105,3 +105,19 @@ def test_extended_catalog_has_the_font_packs_and_hundreds_of_varied_classes() ->
         glyph_pools(600, 600, catalog="extended", min_families=5)
     with pytest.raises(ValueError, match="catalog"):
         glyph_fonts("everything")
+
+
+def test_glyph_retrieval_splits_are_disjoint_and_deterministic() -> None:
+    from pairloss.data.glyphs import glyph_retrieval_splits
+
+    splits = glyph_retrieval_splits(6, 3, 5, 2, min_families=5, catalog="extended")
+    chars = splits.characters
+    assert [len(chars[k]) for k in ("fit", "validation", "test")] == [6, 3, 5]
+    assert not (set(chars["fit"]) & set(chars["validation"])) and not (set(chars["fit"]) & set(chars["test"]))
+    assert not (set(chars["validation"]) & set(chars["test"]))
+    assert splits.fit.x.shape == (12, 1, 16, 16) and splits.test.y.tolist() == sorted(list(range(5)) * 2)
+    assert splits.validation.classes == 3
+    again = glyph_retrieval_splits(6, 3, 5, 2, min_families=5, catalog="extended")
+    assert torch.equal(again.test.x, splits.test.x)
+    with pytest.raises(ValueError, match="validation_classes"):
+        glyph_retrieval_splits(6, 1, 5, 2)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pairloss.data.images import TEXTURE_SOURCES, texture_patches
+from pairloss.data.images import TEXTURE_SOURCES, texture_crops, texture_patches
+from pairloss.data.salient import SALIENT_CHARACTERS, salient_glyphs
 from pairloss.functional import ash_loss, dpsh_loss, dsh_loss, hashnet_loss
 from pairloss.losses import ASHLoss, DPSHLoss, DSHLoss, HashNetLoss, registered_losses
-from pairloss.losses.hashing import quantization_penalty
+from pairloss.losses.hashing import HashCodeMemory, quantization_penalty
 from pairloss.metrics import (
     hamming_map,
     hamming_ranking,
@@ -21,9 +22,8 @@ from pairloss.metrics import (
     precision_recall_curve,
     precision_within_radius,
 )
-from pairloss.models.hashing import HashHead, HashingCNN, SpatialAttention
-from pairloss.recipes import get_recipe, run_recipe
-from pairloss.training.reporting import Reporter
+from pairloss.models.hashing import AttentionHashingNet, HashHead, HashingCNN, SalientFeatures, SpatialAttention
+from pairloss.recipes.protocol import run_experiment
 
 FUNCTIONS = {"dpsh": dpsh_loss, "hashnet": hashnet_loss, "dsh": dsh_loss, "ash": ash_loss}
 
@@ -297,25 +297,145 @@ def test_texture_patches() -> None:
         texture_patches(2, patch=7)
 
 
+def test_texture_crops() -> None:
+    images, sources = texture_crops(12, 10, seed=3)
+    assert images.shape == (12, 1, 10, 10) and sources.shape == (12,)
+    assert 0 <= float(images.min()) and float(images.max()) <= 1 and int(sources.max()) < len(TEXTURE_SOURCES)
+    again, _ = texture_crops(12, 10, seed=3)
+    assert torch.equal(images, again) and not torch.equal(images, texture_crops(12, 10, seed=4)[0])
+    with pytest.raises(ValueError, match="size"):
+        texture_crops(2, 300)
+
+
+def test_salient_glyphs_paint_only_the_boxes() -> None:
+    chars = SALIENT_CHARACTERS[:3]
+    data = salient_glyphs(4, chars, size=20, glyph_size=8, background_contrast=0.5, noise=0.0, seed=5)
+    assert data.images.shape == (12, 1, 20, 20) and data.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert data.characters == chars and (data.boxes[:, 2:] == 8).all()
+    assert (data.boxes[:, :2] >= 0).all() and (data.boxes[:, :2] <= 12).all()
+    background = 0.5 + 0.5 * (texture_crops(12, 20, seed=6)[0] - 0.5)  # the backgrounds of seed 5
+    inside = data.glyph_mask()
+    assert inside.sum((1, 2, 3)).tolist() == [64] * 12
+    torch.testing.assert_close(data.images[~inside], background[~inside])  # nothing painted outside the box
+    ink = ((data.images - background).abs() * inside).amax((1, 2, 3))
+    assert ink.min() > 0.05 and ink.mean() > 0.2  # ink in every box (thin strokes are faint at 8 pixels)
+    again = salient_glyphs(4, chars, size=20, glyph_size=8, background_contrast=0.5, noise=0.0, seed=5)
+    assert torch.equal(again.images, data.images) and torch.equal(again.boxes, data.boxes)
+    distracted = salient_glyphs(2, chars, size=24, glyph_size=8, distractors=2, seed=1)
+    assert distracted.images.shape == (6, 1, 24, 24)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_per_class": 0}, "n_per_class"),
+        ({"characters": ("A",)}, "characters"),
+        ({"glyph_size": 40}, "glyph_size"),
+        ({"contrast": (0.8, 0.2)}, "contrast"),
+        ({"background_contrast": 2.0}, "background_contrast"),
+        ({"distractors": 1, "distractor_characters": ("A",)}, "distractor_characters"),
+        ({"noise": -1.0}, "noise"),
+    ],
+)
+def test_salient_glyphs_reject_bad_arguments(kwargs: dict, match: str) -> None:
+    arguments = {"n_per_class": 1, "characters": ("A", "B"), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        salient_glyphs(**arguments)
+
+
+def test_code_memory_compares_each_batch_with_all_written_codes() -> None:
+    """DPSH's reference: U[batch] = u.data, then θ = ½ u Uᵀ over the training set, gradient through u only."""
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 0, 2, 1, 2])
+    memory = HashCodeMemory(labels, 4)
+    first = torch.tanh(torch.randn(3, 4))
+    codes, refs = memory.update(torch.tensor([0, 1, 2]), first)
+    assert torch.equal(codes, first) and refs.tolist() == [0, 1, 0]
+    u = torch.tanh(torch.randn(2, 4, dtype=torch.float32)).requires_grad_()
+    codes, refs = memory.update(torch.tensor([3, 1]), u)
+    assert memory.written.tolist() == [True, True, True, True, False, False]
+    assert torch.equal(codes[1], u.detach()[1]) and refs.tolist() == [0, 1, 0, 2]
+    loss = dpsh_loss(u, labels[[3, 1]], ref_emb=codes, ref_labels=refs, quantization_weight=0.0)
+    expected = 0.0
+    for i, row in enumerate(u.detach().tolist()):
+        for j, ref in enumerate(codes.tolist()):
+            theta = 0.5 * sum(a * b for a, b in zip(row, ref))
+            expected += _softplus(theta) - (theta if int(labels[[3, 1]][i]) == int(refs[j]) else 0.0)
+    assert float(loss.detach()) == pytest.approx(expected / (2 * 4), rel=1e-5)
+    loss.backward()
+    assert u.grad is not None and memory.codes.grad is None
+    assert set(dict(memory.named_buffers())) == {"codes", "written", "labels"}
+    with pytest.raises(ValueError, match="codes must be"):
+        memory.update(torch.tensor([0]), torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="n_bits"):
+        HashCodeMemory(labels, 0)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_attention_hashing_net(attention: bool) -> None:
+    features = SalientFeatures(widths=(4, 8))
+    model = AttentionHashingNet(12, features, features.num_features, attention=attention, hidden=16)
+    x = torch.rand(3, 1, 12, 12)
+    codes = model(x)
+    assert codes.shape == (3, 12) and (codes.abs() < 1).all()
+    maps = model.attention_map(x)
+    assert (maps is not None) == attention
+    if maps is not None:
+        assert maps.shape == (3, 1, 12, 12)
+    shifted = torch.roll(x, shifts=(2, 3), dims=(2, 3))
+    assert features(x).shape == (3, 8) and features(shifted).shape == (3, 8)
+    with pytest.raises(ValueError, match="widths"):
+        SalientFeatures(widths=())
+
+
+def test_attention_on_glyph_ratio() -> None:
+    from pairloss.recipes.hashing import attention_on_glyph
+
+    data = salient_glyphs(2, ("A", "B"), size=16, glyph_size=4, seed=0)
+
+    class BoxAttention(AttentionHashingNet):
+        def attention_map(self, images: torch.Tensor) -> torch.Tensor:
+            return data.glyph_mask().float() + 1e-9
+
+    features = SalientFeatures(widths=(4,))
+    model = BoxAttention(8, features, 4)
+    assert attention_on_glyph(model, data) == pytest.approx(16 * 16 / 16, rel=1e-4)  # all attention on the box
+    plain = AttentionHashingNet(8, SalientFeatures(widths=(4,)), 4, attention=False)
+    assert math.isnan(attention_on_glyph(plain, data))
+
+
 def test_hashing_recipe_quick_run(tmp_path: Path) -> None:
-    overrides = {
-        "datasets": ["textures"],
-        "methods": ["ASH", "HashNet"],
-        "bits": [8],
-        "epochs": 1,
-        "texture_per_class": 8,
-        "n_query": 20,
-        "top_k": 10,
-    }
-    result = run_recipe(
-        get_recipe("hashing"), out=tmp_path, seeds=1, quick=True, overrides=overrides, reporter=Reporter.silent()
-    )
+    from pairloss.recipes.hashing import CLAIMS, METHODS, RECIPE
+
+    tiny = {"fit_per_class": 6, "validation_per_class": 3, "test_per_class": 3, "pretrain_per_class": 3,
+            "updates": 6, "validate_every": 3, "pretrain_updates": 4, "n_classes": 4}  # fmt: skip
+    result = run_experiment(RECIPE, out=tmp_path, seeds=2, quick=True, overrides=tiny)
     for path in (result.results_path, result.table_path, result.figure_path):
         assert path.exists() and path.stat().st_size > 0
-    payload = json.loads(result.results_path.read_text())
-    values = [v for row in payload["per_seed"]["0"]["metrics"].values() for v in row.values()]
-    assert len(values) == 4 * 3 and all(math.isfinite(v) for v in values)
-    assert payload["verdict"]
+    saved = json.loads(result.results_path.read_text())
+    assert saved["mode"] == "quick" and saved["data"]["images"]["fit (database)"] == 24
+    assert set(saved["tuning"]) == {"ASH", "DPSH", "HashNet", "DSH"}
+    assert all(len(entry["history"]) == 2 for entry in saved["tuning"].values())
+    assert len(saved["verdicts"]) == 6 * len(CLAIMS)
+    runs = saved["per_seed"]["0"]
+    assert set(runs) == {m.name for m in METHODS}
+    for name, run in runs.items():
+        assert {f"mAP {b}b" for b in (16, 32, 64)} <= set(run["metrics"]), name
+        assert all(math.isfinite(v) for v in run["metrics"].values()), name
+    assert "attention on glyph ×" in runs["ASH"]["metrics"]
+    assert "attention on glyph ×" not in runs["ASH without attention"]["metrics"]
+    assert len(runs["ASH"]["extra"]["examples"]["images"]) == 4
+    with pytest.raises(ValueError, match="bits"):
+        run_experiment(RECIPE, out=tmp_path / "bad", seeds=1, quick=True, overrides={**tiny, "bits": [8, 32]})
+
+
+@pytest.mark.slow
+def test_hashing_recipe_full_run(tmp_path: Path) -> None:
+    from pairloss.recipes.hashing import RECIPE
+
+    result = run_experiment(RECIPE, out=tmp_path)
+    assert result.mode == "full" and result.summary["ASH"]["mAP 32b"]["n"] == 5
+    assert all(result.summary[m]["mAP 32b"]["mean"] > 0.1 for m in result.summary)  # above chance (10 classes)
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))

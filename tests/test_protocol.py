@@ -22,6 +22,7 @@ from pairloss.recipes.protocol import (
     RunContext,
     RunResult,
     Splits,
+    cache_key,
     run_experiment,
 )
 from pairloss.recipes.render import BEGIN, END, README_BEGIN, README_END, check_docs, publish
@@ -164,8 +165,11 @@ def test_rerun_resumes_without_training_again(tmp_path: Path) -> None:
     run_experiment(TOY, out=tmp_path, seeds=3, quick=True)  # one more seed: only its four runs
     assert [(c["phase"], c["seed"]) for c in CALLS] == [("final", 2)] * 4
     CALLS.clear()
+    stale = tmp_path / "toy" / "checkpoints" / "final-base-0.pt"  # left by an interrupted run of the old config
+    stale.write_bytes(b"not this configuration's state")
     with pytest.warns(UserWarning, match="another protocol version, recipe, mode or configuration"):
         run_experiment(TOY, out=tmp_path, seeds=2, quick=True, overrides={"trials": 4})  # another config: from scratch
+    assert not stale.exists()
     assert (tmp_path / "toy" / "results.json.bak").exists()  # the replaced results are kept
     assert len([c for c in CALLS if c["phase"] == "tuning"]) == 4
 
@@ -221,3 +225,13 @@ def test_docs_are_generated_from_a_published_full_run_and_checked(tmp_path: Path
     (root / "docs" / "recipes" / "toy.md").write_text("# toy without markers\n")
     with pytest.raises(ValueError, match="no generated block"):
         check_docs(root, recipes)
+
+
+def test_cache_key_follows_exactly_its_keys() -> None:
+    config = {"classes": 10, "size": 16, "updates": 100}
+    key = cache_key(config, ("classes", "size"))
+    assert len(key) == 12 and key == cache_key(dict(reversed(config.items())), ("size", "classes"))
+    assert cache_key({**config, "updates": 5}, ("classes", "size")) == key  # a value not keyed: the same artefact
+    assert cache_key({**config, "size": 24}, ("classes", "size")) != key
+    with pytest.raises(KeyError):
+        cache_key(config, ("missing",))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pairloss.models.backbones import build_backbone
-from pairloss.recipes import get_recipe, run_recipe
+from pairloss.recipes import get_recipe, run_experiment
 from pairloss.recipes.protocol import RESULTS_KEYS, ExperimentResult
 from pairloss.recipes.recall_at_k import CLAIMS, METHODS, SPACES
 
@@ -41,7 +41,7 @@ TINY = {
 
 
 def test_tiny_quick_run_writes_the_protocol_results(tmp_path) -> None:
-    result = run_recipe(get_recipe("recall-at-k"), out=tmp_path, quick=True, overrides=TINY)
+    result = run_experiment(get_recipe("recall-at-k"), out=tmp_path, quick=True, overrides=TINY)
     assert isinstance(result, ExperimentResult)
     saved = json.loads(result.results_path.read_text())
     assert set(RESULTS_KEYS) <= set(saved) and saved["mode"] == "quick" and saved["seeds"] == [0, 1]
@@ -69,6 +69,6 @@ def test_tiny_quick_run_writes_the_protocol_results(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_full_reproduction(tmp_path) -> None:
-    result = run_recipe(get_recipe("recall-at-k"), out=tmp_path)
+    result = run_experiment(get_recipe("recall-at-k"), out=tmp_path)
     assert isinstance(result, ExperimentResult) and result.mode == "full"
     assert all(entry["recall@1"]["n"] == 5 for entry in result.summary.values())

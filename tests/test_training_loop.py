@@ -128,3 +128,21 @@ def test_threads_are_restored_and_configs_checked() -> None:
     _, optimizer, *_ = _problem()
     with pytest.raises(ValueError, match="modules"):
         fit({}, optimizer, lambda s: 0.0, FitConfig(updates=1))
+
+
+def test_shuffled_batches_are_permutations_addressed_by_step() -> None:
+    from pairloss.training.loop import ShuffledBatches
+
+    batches = ShuffledBatches(10, 3, seed=4)
+    assert batches.batches_per_epoch == 3
+    epoch = torch.cat([batches(s) for s in range(3)])
+    assert len(epoch) == 9 and len(set(epoch.tolist())) == 9  # no repeat within an epoch, the remainder dropped
+    fresh = ShuffledBatches(10, 3, seed=4)
+    assert torch.equal(fresh(4), batches(4)) and torch.equal(fresh(1), batches(1))  # independent of earlier draws
+    assert not torch.equal(torch.cat([batches(s) for s in range(3, 6)]), epoch)
+    assert not torch.equal(ShuffledBatches(10, 3, seed=5)(0), batches(0))
+    assert ShuffledBatches(2, 5)(0).tolist() in ([0, 1], [1, 0])
+    with pytest.raises(ValueError, match="step"):
+        batches(-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        ShuffledBatches(10, 0)

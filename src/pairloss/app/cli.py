@@ -163,7 +163,7 @@ def reproduce(
 ) -> None:
     """Reproduce a paper's headline claim: writes OUT/NAME/results.json, table.md and figure.png."""
     from pairloss.app.progress import RichReporter
-    from pairloss.recipes import all_recipes, get_recipe, run_recipe
+    from pairloss.recipes import all_recipes, get_recipe, run_experiment
     from pairloss.recipes import render as docs
 
     if render_docs:
@@ -194,7 +194,7 @@ def reproduce(
     reporter = RichReporter(console=console)
     for recipe_name in names:
         try:
-            result = run_recipe(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=reporter)
+            result = run_experiment(recipes[recipe_name], out=out, seeds=seeds, quick=quick, reporter=reporter)
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
         console.rule(f"{recipe_name}: {recipes[recipe_name].title}")

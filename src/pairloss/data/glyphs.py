@@ -45,12 +45,15 @@ __all__ = [
     "CATALOGS",
     "FONT_PACKS",
     "GlyphPools",
+    "GlyphRetrievalSplits",
+    "LabelledImages",
     "candidate_characters",
     "font_family",
     "glyph_classes",
     "glyph_families",
     "glyph_fonts",
     "glyph_pools",
+    "glyph_retrieval_splits",
     "open_set_glyphs",
     "render_glyphs",
 ]
@@ -381,3 +384,69 @@ def open_set_glyphs(
     train_x, train_y = render_glyphs(pools.train, samples_per_class, size=size, seed=seed, catalog=catalog)
     test_x, test_y = render_glyphs(pools.test, samples_per_class, size=size, seed=seed + 1, catalog=catalog)
     return OpenSetSplit(train_x.flatten(1), train_y, test_x.flatten(1), test_y + n_train)
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images ``x [N, 1, S, S]`` (float32 in ``[0, 1]``) and their class ids ``y [N]`` (int64, ``0 .. C − 1``)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 4 or self.y.ndim != 1 or self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"x must be [N, C, H, W] and y [N], got {tuple(self.x.shape)} and {tuple(self.y.shape)}")
+
+    @property
+    def classes(self) -> int:
+        return int(torch.unique(self.y).numel())
+
+
+@dataclass(frozen=True)
+class GlyphRetrievalSplits:
+    """Open-set glyph retrieval with a validation split carved from the training side: three disjoint class sets.
+
+    ``fit`` is trained on, ``validation`` (other training-side characters) tunes and early-stops, ``test``
+    (characters never seen in training) is evaluated once; each split's labels start at 0.
+    """
+
+    fit: LabelledImages
+    validation: LabelledImages
+    test: LabelledImages
+    characters: dict[str, list[str]]
+
+
+def glyph_retrieval_splits(
+    train_classes: int = 300,
+    validation_classes: int = 60,
+    test_classes: int = 300,
+    samples_per_class: int = 12,
+    *,
+    min_families: int = 5,
+    size: int = 16,
+    split_seed: int = 0,
+    catalog: str = "extended",
+) -> GlyphRetrievalSplits:
+    """Fit, validation and test glyph sets on disjoint characters (the recipes' open-set retrieval problem).
+
+    The training side is ``glyph_pools(train_classes + validation_classes, test_classes, ...).train``: its first
+    ``train_classes`` characters are fitted, the others are the validation classes. The splits are rendered with
+    the augmentation seeds 1 (fit), 2 (validation) and 3 (test), so the same arguments give the same images.
+    """
+    if validation_classes < 2:
+        raise ValueError(f"validation_classes must be >= 2 (retrieval needs other classes), got {validation_classes}")
+    pools = glyph_pools(
+        train_classes + validation_classes, test_classes, 0, split_seed, catalog=catalog, min_families=min_families
+    )
+    characters = {
+        "fit": pools.train[:train_classes],
+        "validation": pools.train[train_classes:],
+        "test": pools.test,
+    }
+    splits = {
+        name: LabelledImages(
+            *render_glyphs(chars, samples_per_class, size=size, seed=seed, catalog=catalog),
+        )
+        for seed, (name, chars) in enumerate(characters.items(), start=1)
+    }
+    return GlyphRetrievalSplits(splits["fit"], splits["validation"], splits["test"], characters)

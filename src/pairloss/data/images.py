@@ -17,7 +17,7 @@ import torch
 from skimage import color, data, transform
 from torch import Tensor
 
-__all__ = ["TEXTURE_SOURCES", "TexturePatches", "texture_patches"]
+__all__ = ["TEXTURE_SOURCES", "TexturePatches", "texture_crops", "texture_patches"]
 
 #: The bundled images used as classes, in label order.
 TEXTURE_SOURCES = ("brick", "grass", "gravel", "retina", "moon", "coins", "camera", "text", "page", "coffee")
@@ -87,3 +87,21 @@ def texture_patches(
     else:
         labels = torch.from_numpy(first.astype(np.int64))
     return TexturePatches(torch.from_numpy(images), labels, TEXTURE_SOURCES)
+
+
+def texture_crops(n: int, size: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``n`` random ``size × size`` crops of the bundled images, each from a source drawn at random.
+
+    Returns ``(images [n, 1, size, size] float32 in [0, 1], sources [n] int64)``, the source indexing
+    :data:`TEXTURE_SOURCES`; a pure function of its arguments. Used as cluttered backgrounds
+    (:func:`pairloss.data.salient.salient_glyphs`).
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 4 <= size <= _SIDE:
+        raise ValueError(f"size must be in [4, {_SIDE}], got {size}")
+    rng = np.random.default_rng(seed)
+    sources = [_source(name) for name in TEXTURE_SOURCES]
+    chosen = rng.integers(0, len(sources), size=n)
+    images = np.stack([_crop(rng, sources[c], size) for c in chosen]) if n else np.zeros((0, size, size))
+    return torch.from_numpy(images.astype(np.float32)[:, None]), torch.from_numpy(chosen.astype(np.int64))

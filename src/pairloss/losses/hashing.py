@@ -16,11 +16,21 @@ only. Like the metric losses, each takes PML's call with an optional ``indices_t
   L1 regulariser ``α ‖|u| − 1‖₁``.
 * ASH (Fang et al., attention-based saliency hashing): contrastive loss on the relaxed Hamming distance
   ``D = ½(K − u_i·u_j)`` with a margin and a quantisation term ``η (|u| − 1)²``.
+
+DPSH's reference code compares each batch with the codes of **all** training samples (a matrix ``U`` updated with
+the batch's outputs before the loss), as does the DeepHash-pytorch code of DSH; :class:`HashCodeMemory` keeps that
+matrix, and every loss here takes it as its reference set::
+
+    memory = HashCodeMemory(train_labels, n_bits)
+    codes = model(images[index])
+    reference, reference_labels = memory.update(index, codes)
+    loss = dpsh_loss(codes, train_labels[index], ref_emb=reference, ref_labels=reference_labels)
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from pairloss._validation import check_embeddings
 from pairloss.builder import PairLossSpec, evaluate_pairs
@@ -33,6 +43,7 @@ __all__ = [
     "ASHLoss",
     "DPSHLoss",
     "DSHLoss",
+    "HashCodeMemory",
     "HashNetLoss",
     "ash_loss",
     "dpsh_loss",
@@ -54,6 +65,43 @@ def quantization_penalty(codes: Tensor, power: int = 2) -> Tensor:
         return codes.sum() * 0
     gap = (codes.abs() - 1).abs()
     return (gap * gap).mean() if power == 2 else gap.mean()
+
+
+class HashCodeMemory(nn.Module):
+    """The relaxed codes of every training sample as last computed: DPSH's ``U`` (Li, Wang, Kang, IJCAI 2016).
+
+    ``update(indices, codes)`` writes the batch's codes (detached) at their training indices and returns
+    ``(codes, labels)`` of every sample written so far, the batch included, to pass as a loss's reference set
+    (``ref_emb``, ``ref_labels``): each batch is then compared with all training codes (the gradient flows through
+    the batch's side only), as in the reference implementations of DPSH and DSH. Rows never written are left out
+    (the reference code starts from zeros, which for DPSH only rescales the loss, and for DSH would pull codes
+    towards 0). The buffers are part of the module's state, so a training checkpoint holds the memory.
+    """
+
+    codes: Tensor
+    written: Tensor
+    labels: Tensor
+
+    def __init__(self, labels: Tensor, n_bits: int) -> None:
+        super().__init__()
+        if labels.ndim not in (1, 2) or labels.shape[0] == 0:
+            raise ValueError(f"labels must be [N] class ids or [N, C] multi-hot with N >= 1, got {tuple(labels.shape)}")
+        if n_bits < 1:
+            raise ValueError(f"n_bits must be >= 1, got {n_bits}")
+        self.register_buffer("codes", torch.zeros(labels.shape[0], n_bits))
+        self.register_buffer("written", torch.zeros(labels.shape[0], dtype=torch.bool))
+        self.register_buffer("labels", labels.detach().clone())
+
+    def update(self, indices: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """Store ``codes [b, K]`` at ``indices [b]``; return the codes and labels of every written row."""
+        if codes.ndim != 2 or codes.shape[1] != self.codes.shape[1] or indices.shape != codes.shape[:1]:
+            raise ValueError(
+                f"codes must be [b, {self.codes.shape[1]}] with one index each, got codes {tuple(codes.shape)} "
+                f"and indices {tuple(indices.shape)}"
+            )
+        self.codes[indices] = codes.detach().to(self.codes)
+        self.written[indices] = True
+        return self.codes[self.written], self.labels[self.written]
 
 
 def _pair_loss(

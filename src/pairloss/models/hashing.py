@@ -1,4 +1,4 @@
-"""Deep-hashing network: an optional spatial-attention module, a small CNN and a ``K``-bit ``tanh`` head.
+"""Deep-hashing networks: an optional spatial-attention module, a small CNN and a ``K``-bit ``tanh`` head.
 
 The attention module is ASH's (Fang et al., Attention-based saliency hashing for ophthalmic image retrieval, BIBM
 2020), itself CBAM's spatial attention (Woo et al., ECCV 2018):
@@ -6,7 +6,9 @@ The attention module is ASH's (Fang et al., Attention-based saliency hashing for
     A(x) = σ(conv3×3([mean_c x ; max_c x])),   x' = A(x) ⊙ x
 
 a one-channel saliency map in ``(0, 1)`` computed from the channel-mean and channel-max maps and multiplied into
-every channel.
+every channel. Two networks use it: :class:`HashingCNN` (two convolutions at full resolution, for 8×8 and 16×16
+images) and :class:`AttentionHashingNet` (ASH's layout: attention on the input image, then a feature extractor
+that can be pretrained, e.g. :class:`SalientFeatures`, then the hash layers).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HashHead", "HashingCNN", "SpatialAttention"]
+__all__ = ["AttentionHashingNet", "HashHead", "HashingCNN", "SalientFeatures", "SpatialAttention"]
 
 
 class SpatialAttention(nn.Module):
@@ -96,3 +98,59 @@ class HashingCNN(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
+
+
+class SalientFeatures(nn.Module):
+    """Conv–batch-norm–ReLU stages with a 2×2 max-pool between them, then a global max-pool: ``[N, C, S, S]`` →
+    ``[N, widths[-1]]``.
+
+    The global max-pool makes the features independent of where a small object lies in the image (the salient
+    region of :func:`pairloss.data.salient.salient_glyphs`); ``S`` must be divisible by ``2^(len(widths) − 1)``.
+    """
+
+    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64)) -> None:
+        super().__init__()
+        if not widths or min(widths) < 1:
+            raise ValueError(f"widths must be a non-empty sequence of positive integers, got {widths}")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i, width in enumerate(widths):
+            if i:
+                layers.append(nn.MaxPool2d(2))
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+        self.layers = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.num_features = channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"SalientFeatures expects [N, C, H, W] images, got shape {tuple(x.shape)}")
+        features: Tensor = self.layers(x)
+        return features
+
+
+class AttentionHashingNet(nn.Module):
+    """ASH's network: ``[SpatialAttention on the image] → features → linear(→hidden) → ReLU → HashHead(K)``.
+
+    As in the authors' code (``x = sa(x) * x``, then the pretrained backbone), the attention module weighs the
+    input pixels; ``attention=False`` gives the same network without it (the baselines' layout). ``features``
+    is any module mapping images to ``[N, num_features]`` (e.g. a :class:`SalientFeatures` loaded from a
+    pretraining checkpoint).
+    """
+
+    def __init__(
+        self, n_bits: int, features: nn.Module, num_features: int, *, attention: bool = True, hidden: int = 128
+    ) -> None:
+        super().__init__()
+        self.attention = SpatialAttention() if attention else None
+        self.features = features
+        self.fc = nn.Linear(num_features, hidden)
+        self.head = HashHead(hidden, n_bits)
+
+    def attention_map(self, images: Tensor) -> Tensor | None:
+        """The saliency map ``[B, 1, H, W]`` the network multiplies into the image (``None`` without attention)."""
+        return None if self.attention is None else self.attention.attention_map(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images if self.attention is None else self.attention(images)
+        return self.head(torch.relu(self.fc(self.features(x))))

@@ -54,7 +54,7 @@ from pairloss.recipes.protocol import (
     Splits,
 )
 from pairloss.recipes.tuning import Float
-from pairloss.training.loop import FitConfig, fit, optimizer_step
+from pairloss.training.loop import FitConfig, ShuffledBatches, fit, optimizer_step
 
 __all__ = ["RECIPE", "SceneSet"]
 
@@ -152,19 +152,6 @@ def _nearest_first(data: SceneSet) -> Tensor:
     return torch.where(data.scenes.mask, -data.features[..., 0], torch.full(data.scenes.mask.shape, -math.inf))
 
 
-class _Batches:
-    """Scene batches addressed by update number: epoch ``e`` is a permutation seeded with ``(seed, e)``."""
-
-    def __init__(self, n: int, batch: int, seed: int) -> None:
-        self.n, self.batch, self.seed = n, batch, seed
-        self.per_epoch = max(1, n // batch)
-
-    def __call__(self, step: int) -> Tensor:
-        epoch, position = divmod(step, self.per_epoch)
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-        return order[position * self.batch : (position + 1) * self.batch]
-
-
 def run(ctx: RunContext) -> RunResult:
     """Train the method's scorer on the fit scenes (validation-selected state) and evaluate it."""
     config = dict(ctx.config)
@@ -177,7 +164,7 @@ def run(ctx: RunContext) -> RunResult:
                         grid=train.rasters.shape[-1])  # fmt: skip
     optimiser = torch.optim.AdamW(model.parameters(), lr=10 ** ctx.settings["log10_lr"],
                                   weight_decay=10 ** ctx.settings["log10_weight_decay"])  # fmt: skip
-    batches = _Batches(train.scenes.n_scenes, config["batch_scenes"], ctx.seed)
+    batches = ShuffledBatches(train.scenes.n_scenes, config["batch_scenes"], ctx.seed)
     relevance = train.relevance
 
     def loss_of(index: Tensor) -> Tensor:

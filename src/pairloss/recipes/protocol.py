@@ -37,6 +37,7 @@ in its docs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -68,6 +69,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "Splits",
+    "cache_key",
     "run_experiment",
 ]
 
@@ -101,6 +103,13 @@ RESULTS_KEYS = (
 
 Phase = Literal["tuning", "final"]
 Metrics = dict[str, float]
+
+
+def cache_key(config: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """A short hash of the configuration values ``keys``: names a cached artefact (rendered data, a pretrained
+    checkpoint) that those values, and no others, determine, so that a change to any of them makes a new one."""
+    text = json.dumps({k: config[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def resolve_config(
@@ -433,6 +442,9 @@ def _resumable(path: Path, experiment: Experiment, config: Mapping[str, Any], mo
     )
     if not same:
         set_aside(path, "was written by another protocol version, recipe, mode or configuration")
+        # the training checkpoints of that run would resume another configuration's model: start those afresh
+        for stale in (path.parent / "checkpoints").glob("*.pt"):
+            stale.unlink()
     return saved if same else None
 
 

@@ -29,7 +29,6 @@ catalog: about 100 fonts of 16 families from the ``glyphs`` extra's font packs):
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,8 @@ from pairloss.data.glyphs import font_family, glyph_fonts, glyph_pools, render_g
 from pairloss.losses.metric import ContrastiveLoss, MultiSimilarityLoss
 from pairloss.losses.proxy import NormalizedSoftmaxLoss
 from pairloss.losses.recall import RecallAtKSurrogateLoss
-from pairloss.metrics.retrieval import retrieval
 from pairloss.models.backbones import build_backbone
+from pairloss.recipes.base import retrieval_scores
 from pairloss.recipes.protocol import (
     Claim,
     Experiment,
@@ -53,16 +52,15 @@ from pairloss.recipes.protocol import (
     RunContext,
     RunResult,
     Splits,
+    cache_key,
 )
 from pairloss.recipes.tuning import Float, Param
 from pairloss.training.large_batch import large_batch_step
 from pairloss.training.loop import ClassBalancedBatches, FitConfig, fit, optimizer_step
 from pairloss.training.reporting import Reporter
-from pairloss.training.trainer import embed
 
 __all__ = ["CLAIMS", "METHODS", "RECIPE", "SPACES"]
 
-METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 _EVAL_CHUNK = 256
 
 #: The search space of each loss (learning rate and the loss's own knobs); every loss gets the same trials.
@@ -157,11 +155,6 @@ class _Fit(_Images):
     pretrained: Path
 
 
-def _key(config: dict[str, Any], keys: tuple[str, ...]) -> str:
-    text = json.dumps({k: config[k] for k in keys}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 _DATA_KEYS = (
     "train_classes",
     "validation_classes",
@@ -178,7 +171,7 @@ _PRETRAIN_KEYS = (*_DATA_KEYS, "embedding_size", "pretrain_updates", "pretrain_b
 
 def _render(config: dict[str, Any], cache: Path) -> dict[str, np.ndarray]:
     """Render (or load) the fit, validation, test and pretraining images."""
-    path = cache / f"glyphs-{_key(config, _DATA_KEYS)}.npz"
+    path = cache / f"glyphs-{cache_key(config, _DATA_KEYS)}.npz"
     if path.exists():
         with np.load(path) as saved:
             return dict(saved)
@@ -242,7 +235,7 @@ def prepare(ctx: PrepareContext) -> Splits:
     config = dict(ctx.config)
     arrays = _render(config, ctx.cache_dir)
     tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    pretrained = ctx.cache_dir / f"pretrained-backbone-{_key(config, _PRETRAIN_KEYS)}.pt"
+    pretrained = ctx.cache_dir / f"pretrained-backbone-{cache_key(config, _PRETRAIN_KEYS)}.pt"
     if not pretrained.exists():
         _pretrain(tensors["pretrain_x"], tensors["pretrain_y"], config, pretrained, ctx.reporter)
     fonts = glyph_fonts("extended")
@@ -277,9 +270,7 @@ def _loss(settings: dict[str, Any], n_classes: int, config: dict[str, Any]) -> n
 
 
 def _scores(model: nn.Module | None, images: _Images) -> dict[str, float]:
-    features = images.x.flatten(1) if model is None else embed(model, images.x, batch_size=_EVAL_CHUNK)
-    scores = retrieval(features, images.y, k=(1, 2, 4, 8))
-    return {name: float(scores[name]) for name in METRICS}
+    return retrieval_scores(model, images.x, images.y, batch_size=_EVAL_CHUNK)
 
 
 def run(ctx: RunContext) -> RunResult:

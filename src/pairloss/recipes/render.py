@@ -6,8 +6,7 @@ For every recipe on the shared protocol (an :class:`~pairloss.recipes.protocol.E
 * the block between :data:`BEGIN` and :data:`END` in ``docs/recipes/NAME.md``: the run line (mode, seeds, wall
   time), the figure, the metrics table, the verdicts and the tuning;
 * the recipes table between :data:`README_BEGIN` and :data:`README_END` in ``README.md``: one row per recipe with
-  its mode, seeds, wall time and verdict counts. Recipes not yet on the protocol keep their hand-written pages, and
-  their row says so.
+  its mode, seeds, wall time and verdict counts.
 
 Commands (from the repository root)::
 
@@ -119,7 +118,7 @@ def _authors(paper: str) -> str:
     return f"{names[0]} et al." if len(names) > 3 else authors
 
 
-def readme_table(recipes: Mapping[str, Any], results_root: Path) -> str:
+def readme_table(recipes: Mapping[str, Experiment], results_root: Path) -> str:
     """The README's recipes table (markers included): one row per recipe, from the committed results."""
     lines = [
         README_BEGIN,
@@ -131,12 +130,7 @@ def readme_table(recipes: Mapping[str, Any], results_root: Path) -> str:
         page = f"[`{name}`](docs/recipes/{name}.md)"
         head = f"| {page} | {_authors(recipe.paper)} | {recipe.claim.rstrip('.')} |"
         path = results_root / name / "results.json"
-        if not isinstance(recipe, Experiment):
-            lines.append(
-                f"{head} not yet on the shared protocol | earlier measurement on its page (seed means without "
-                "confidence intervals, not generated from a results file) |"
-            )
-        elif not path.exists():
+        if not path.exists():
             lines.append(f"{head} no full run committed yet | – |")
         else:
             payload = _load(path)
@@ -156,7 +150,7 @@ def _replace_block(text: str, begin: str, end: str, block: str, where: Path) -> 
     return text[:start] + block + text[stop + len(end) :]
 
 
-def _documents(root: Path, recipes: Mapping[str, Any] | None) -> dict[Path, str]:
+def _documents(root: Path, recipes: Mapping[str, Experiment] | None) -> dict[Path, str]:
     """Every generated document's path and its expected content."""
     if recipes is None:
         from pairloss.recipes import all_recipes
@@ -165,8 +159,6 @@ def _documents(root: Path, recipes: Mapping[str, Any] | None) -> dict[Path, str]
     results_root = root / "docs" / "results"
     documents: dict[Path, str] = {}
     for name, recipe in recipes.items():
-        if not isinstance(recipe, Experiment):
-            continue
         page = root / "docs" / "recipes" / f"{name}.md"
         path = results_root / name / "results.json"
         payload = _load(path) if path.exists() else None
@@ -189,7 +181,7 @@ def _check_publishable(payload: Mapping[str, Any], where: Path) -> None:
         raise ValueError(f"{where} has {len(payload.get('seeds', []))} seeds; a full run has >= {MIN_FULL_SEEDS}")
 
 
-def render_docs(root: Path | str = ".", recipes: Mapping[str, Any] | None = None) -> list[Path]:
+def render_docs(root: Path | str = ".", recipes: Mapping[str, Experiment] | None = None) -> list[Path]:
     """Rewrite every generated block under ``root`` (a repository checkout); returns the files that changed.
 
     ``recipes`` defaults to every recipe of the package (:func:`pairloss.recipes.all_recipes`).
@@ -202,13 +194,13 @@ def render_docs(root: Path | str = ".", recipes: Mapping[str, Any] | None = None
     return changed
 
 
-def check_docs(root: Path | str = ".", recipes: Mapping[str, Any] | None = None) -> list[Path]:
+def check_docs(root: Path | str = ".", recipes: Mapping[str, Experiment] | None = None) -> list[Path]:
     """The generated documents under ``root`` that differ from what their results files give (empty: all fine)."""
     documents = _documents(Path(root), recipes)
     return [p for p, content in documents.items() if not p.exists() or p.read_text() != content]
 
 
-def publish(run_dir: Path | str, root: Path | str = ".", recipes: Mapping[str, Any] | None = None) -> list[Path]:
+def publish(run_dir: Path | str, root: Path | str = ".", recipes: Mapping[str, Experiment] | None = None) -> list[Path]:
     """Copy a finished full run (``run_dir`` holding ``results.json`` and ``figure.png``) into ``docs/results``
     and regenerate the docs; returns the files that changed."""
     run_dir, root = Path(run_dir), Path(root)

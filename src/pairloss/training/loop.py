@@ -45,6 +45,7 @@ __all__ = [
     "ClassBalancedBatches",
     "FitConfig",
     "FitResult",
+    "ShuffledBatches",
     "fit",
     "optimizer_step",
     "torch_threads",
@@ -105,6 +106,34 @@ class ClassBalancedBatches:
             self._cached = list(self._sampler(epoch))
             self._epoch = epoch
         return self._cached[position]
+
+
+class ShuffledBatches:
+    """Plain random batches (no class balance) addressed by update number: ``batches(step)`` is the batch of ``step``.
+
+    Epoch ``e`` is a permutation of ``range(n)`` drawn from a generator seeded with ``(seed, e)``, cut into
+    ``max(1, n // batch_size)`` batches of ``batch_size`` indices (the last incomplete batch is dropped, as with
+    ``drop_last=True``); like :class:`ClassBalancedBatches`, the batch of a step does not depend on the steps drawn
+    before, so a resumed run draws the same batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.batches_per_epoch = max(1, n // batch_size)
+        self._epoch = -1
+        self._order = torch.empty(0, dtype=torch.int64)
+
+    def __call__(self, step: int) -> Tensor:
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        epoch, position = divmod(step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order = torch.randperm(self.n, generator=generator)
+            self._epoch = epoch
+        return self._order[position * self.batch_size : (position + 1) * self.batch_size]
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: Callable[[], Tensor]) -> float:

@@ -3,7 +3,7 @@
 Code below the application layer takes a :class:`Reporter` and calls ``track``, ``log`` and ``session``; this base
 class reports nothing, so the library needs no terminal library. :class:`pairloss.app.progress.RichReporter`
 implements the same interface with rich progress bars (the ``pairloss`` command uses it); pass one to a trainer
-or to :func:`pairloss.recipes.base.run_recipe` to see the bars from Python.
+or to :func:`pairloss.recipes.protocol.run_experiment` to see the bars from Python.
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ def embed(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """Embeddings of ``x`` in evaluation mode, computed in batches without autograd."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    with torch.no_grad():
+        out = torch.cat([model(chunk) for chunk in x.split(batch_size)])
     model.train(was_training)
     return out
