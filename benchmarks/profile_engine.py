@@ -26,6 +26,8 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from benchmarks import metric_losses
 from benchmarks._embeddings import CLASSES, DIMENSION, random_batch
 from benchmarks.measure import CONDITIONS, ROOT, Case, measure
 from benchmarks.report import update_docs
+from pairloss import engine, links
 
 LOSSES = ("contrastive", "multi_similarity")
 IMPLEMENTATIONS = ("pairloss", "pytorch-metric-learning")
@@ -151,6 +154,17 @@ def _setup(implementation: str, loss: str, n: int, device: str) -> tuple[Any, to
     return (lambda: loss_fn(leaf, labels)), leaf
 
 
+@contextmanager
+def _sync_free_path() -> Iterator[None]:
+    """The engine's sync-free path on the CPU (both sparse densities at 0; see :func:`pairloss.engine.sync_free`)."""
+    saved = engine.SPARSE_SLOPE_DENSITY, links.SPARSE_MASK_DENSITY
+    engine.SPARSE_SLOPE_DENSITY = links.SPARSE_MASK_DENSITY = 0.0
+    try:
+        yield
+    finally:
+        engine.SPARSE_SLOPE_DENSITY, links.SPARSE_MASK_DENSITY = saved
+
+
 def run(n: int, device: str, times: bool, repeats: int) -> dict[str, Any]:
     """Counts (and, with ``times``, idle and busy times) of every loss and implementation at size ``n``."""
     with tempfile.TemporaryDirectory(prefix="pairloss-profile-") as grad_dir:
@@ -171,6 +185,11 @@ def _run(n: int, device: str, times: bool, repeats: int, grad_dir: Path) -> dict
             row.update(counts(step, leaf))
             with pairloss.checks(False):
                 row["host_syncs_without_checks"] = counts(step, leaf)["host_syncs"]
+            if implementation == "pairloss" and device == "cpu":  # elsewhere the default path is the sync-free one
+                with _sync_free_path():
+                    row.update({f"sync_free_{key}": value for key, value in counts(step, leaf).items()})
+                    with pairloss.checks(False):
+                        row["sync_free_host_syncs_without_checks"] = counts(step, leaf)["host_syncs"]
             del step, leaf
             if times:
                 for condition in CONDITIONS:
@@ -206,6 +225,11 @@ def table(payload: dict[str, Any]) -> str:
                 + f" | {_number(row.get('idle_median_s'))} | {_number(row.get('busy_median_s'))} "
                 f"| {_mib(row.get('idle_peak_bytes'))} | {_number(row.get('idle_value'), '.6f')} |"
             )
+            if label == "pairloss" and "sync_free_kernels" in row:
+                lines.append(
+                    f"| {loss} | pairloss, sync-free path | {row['sync_free_aten_ops']} | {row['sync_free_kernels']} "
+                    f"| {row['sync_free_host_syncs']} / {row['sync_free_host_syncs_without_checks']} | — | — | — | — |"
+                )
         if ours is not None and theirs is not None and ours.get("idle_median_s") and theirs.get("idle_median_s"):
             ratios = []
             for condition in CONDITIONS:
@@ -222,8 +246,8 @@ def table(payload: dict[str, Any]) -> str:
                 else "—"
             )
             lines.append(
-                f"| {loss} | PML / pairloss | {theirs['aten_ops'] / ours['aten_ops']:.1f}× "
-                f"| {theirs['kernels'] / ours['kernels']:.1f}× | — | {ratios[0]} | {ratios[1]} "
+                f"| {loss} | PML / pairloss | {theirs['aten_ops'] / ours['aten_ops']:.2f}× "
+                f"| {theirs['kernels'] / ours['kernels']:.2f}× | — | {ratios[0]} | {ratios[1]} "
                 f"| memory {memory} | rel. diff {value} |"
             )
     return "\n".join(lines)

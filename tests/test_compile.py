@@ -15,6 +15,7 @@ import torch
 from benchmarks.profile_engine import counts
 
 import pairloss
+from pairloss import engine, links
 
 LOSSES: dict[str, Callable[[], torch.nn.Module]] = {
     "contrastive": pairloss.ContrastiveLoss,
@@ -85,8 +86,12 @@ def test_inductor_compile_matches_eager(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["contrastive", "multi_similarity"])
-def test_no_host_synchronisation_with_checks_off(name: str) -> None:
-    """Forward + backward over several blocks: one read-back (the input check) with the checks on, none off."""
+def test_no_host_synchronisation_with_checks_off(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync-free path (the one CUDA and torch.compile take), selected on the CPU with both sparse densities at 0:
+    forward + backward over several blocks makes one read-back (the input check) with the checks on, none off."""
+    monkeypatch.setattr(engine, "SPARSE_SLOPE_DENSITY", 0.0)
+    monkeypatch.setattr(links, "SPARSE_MASK_DENSITY", 0.0)
+    assert engine.sync_free(torch.device("cpu"))
     embeddings, labels = _batch(n=300, d=16, classes=10)
     x = embeddings.float().requires_grad_(True)
     loss = LOSSES[name]()
@@ -102,6 +107,21 @@ def test_no_host_synchronisation_with_checks_off(name: str) -> None:
     assert checked["host_syncs"] == 1
     assert unchecked["host_syncs"] == 0
     assert unchecked["kernels"] < checked["kernels"]
+
+
+@pytest.mark.parametrize("name", ["contrastive", "multi_similarity"])
+def test_cpu_default_path_reads_counts_back(name: str) -> None:
+    """On the CPU the engine by default reads the counts of active pairs back to choose its sparse products (free
+    there); accelerators and compiled code never do."""
+    assert not engine.sync_free(torch.device("cpu"))
+    assert engine.sync_free(torch.device("cuda"))
+    embeddings, labels = _batch(n=300, d=16, classes=10)
+    x = embeddings.float().requires_grad_(True)
+    loss = LOSSES[name]()
+    with pairloss.memory_budget(300 * 64 * 4 * 8), pairloss.checks(False):
+        unchecked = counts(lambda: loss(x, labels), x)
+    print(f"{name} at N = 300 on the CPU's default path: {unchecked} without the checks")
+    assert unchecked["host_syncs"] > 0
 
 
 def test_checks_switch() -> None:

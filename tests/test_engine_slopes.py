@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import pairloss.engine as engine
+import pairloss.links as links
 from pairloss._sparse_pairs import SparsePairWeights
 from pairloss.engine import PairBlock, RowSums, dense_row_sums, row_block_sums
 from pairloss.similarity import (
@@ -208,7 +209,12 @@ def test_no_gradient_work_without_autograd(monkeypatch: pytest.MonkeyPatch) -> N
     row_block_sums(smooth_sloped, x.detach(), y, similarity=Counting(), block_size=4)
     assert calls == []
     row_block_sums(smooth_sloped, x, y, similarity=Counting(), block_size=4)
-    assert calls == [2, 2, 2]  # 3 blocks, the 2 statistics with slopes in one stacked product each
+    assert calls == [1] * 6  # the CPU's default path: 3 blocks × 2 statistics with slopes, one product each
+    calls.clear()
+    monkeypatch.setattr(engine, "SPARSE_SLOPE_DENSITY", 0.0)
+    monkeypatch.setattr(links, "SPARSE_MASK_DENSITY", 0.0)
+    row_block_sums(smooth_sloped, x, y, similarity=Counting(), block_size=4)
+    assert calls == [2, 2, 2]  # the sync-free path: 3 blocks, both slopes in one stacked product each
 
 
 def test_row_sums_errors() -> None:

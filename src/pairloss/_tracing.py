@@ -1,9 +1,12 @@
-"""What lets ``torch.compile`` trace the library's settings without importing the compiler on ``import pairloss``."""
+"""What lets ``torch.compile`` trace the library's settings without importing the compiler on ``import pairloss``,
+and where a computation may read values back to the host."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
+
+import torch
 
 Result = TypeVar("Result")
 
@@ -18,3 +21,11 @@ def constant_when_traced(fn: Callable[[], Result]) -> Callable[[], Result]:
     """
     fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
     return fn
+
+
+def host_reads_allowed(device: torch.device) -> bool:
+    """Whether a computation on ``device`` may read a value back to the host to pick a cheaper path (a count of
+    non-zero entries, a gathered size): on the CPU outside :func:`torch.compile`, where such a read is only a load
+    of a value already computed; never on an accelerator (it would stall the stream) nor while tracing (a graph
+    cannot depend on a value)."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()

@@ -40,8 +40,9 @@ from torch import Tensor
 
 from pairloss import links as links_module
 from pairloss._sparse_pairs import SparsePairWeights
+from pairloss._tracing import host_reads_allowed
 from pairloss._validation import check_pair_inputs
-from pairloss.engine import PairBlock, RowFunction, RowSums, cross_rank_hook, row_block_sums
+from pairloss.engine import PairBlock, RowFunction, RowSums, cross_rank_hook, row_block_sums, sync_free
 from pairloss.links import Hinge, Link, LogSumExp, Scaled
 from pairloss.modules import EmbeddingLoss, PairLoss
 from pairloss.pairs import LabelPairs, MinedPairs, PairSelector, RelevancePairs, ViewPairs, reject_positional_reference
@@ -335,7 +336,8 @@ def _row_form_row(spec: PairLossSpec) -> RowFunction:
             a, c = spec.margin_affine(positive)
             scale = None if margin_weight is None else _margin_scale(margin_weight, positive)
             n_pairs.append(mask.count_nonzero())
-            n_active = int(n_pairs[-1]) if links_module.SPARSE_MASK_DENSITY > 0 else mask.numel()
+            gathered = links_module.SPARSE_MASK_DENSITY > 0 and host_reads_allowed(s.device)
+            n_active = int(n_pairs[-1]) if gathered else mask.numel()
             parts.append(link.rows(s, mask, a, c, n_active, scale))
         (value_p, slope_p, has_p), (value_n, slope_n, has_n) = parts
         inner = value_p + value_n
@@ -509,7 +511,8 @@ def evaluate_pairs(
     shortcuts: list[tuple[float, float] | None] = []
     count_pairs = spec.generic_pair_rule and label_counts is None
     if spec.row_form:
-        fused = None if mined else _fused_log_sum_exp_row(spec, count_pairs)
+        # the fused row is dense: on the CPU's default path the general row's gathered positives are faster
+        fused = None if mined or not sync_free(embeddings.device) else _fused_log_sum_exp_row(spec, count_pairs)
         row = _row_form_row(spec) if fused is None else fused
     else:
         row, shortcuts = _pair_form_row(spec, mined, count_pairs=count_pairs)

@@ -37,9 +37,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pairloss import memory
+from pairloss import links, memory
 from pairloss._sparse_pairs import SparsePairWeights
-from pairloss._tracing import constant_when_traced
+from pairloss._tracing import constant_when_traced, host_reads_allowed
 from pairloss.pairs import LabelPairs, PairSelector
 from pairloss.similarity import BaseSimilarity
 
@@ -54,13 +54,29 @@ __all__ = [
     "cross_rank_hook",
     "dense_row_sums",
     "row_block_sums",
+    "sync_free",
 ]
 
-#: When above 0, a slope with at most this fraction of non-zero entries is applied by two sparse (compressed-row)
-#: products instead of two dense matmuls over the whole block. Off (0) by default: deciding reads the count of
-#: non-zero slopes back to the host, a synchronisation per block that stalls a GPU stream and breaks
-#: ``torch.compile``; with it on, mostly-zero slopes (hinge losses) cost less arithmetic on a CPU.
-SPARSE_SLOPE_DENSITY = 0.0
+#: On the CPU outside :func:`torch.compile`, a slope with at most this fraction of non-zero entries is applied by
+#: two sparse (compressed-row) products instead of two dense matmuls over the whole block. Deciding reads the count
+#: of non-zero slopes back to the host, which on the CPU costs nothing (the count is already computed) but would
+#: stall a GPU stream and cannot be traced, so accelerators and compiled code always take the dense products (see
+#: :func:`sync_free`). 0 turns the sparse products off on the CPU too.
+SPARSE_SLOPE_DENSITY = 0.02
+
+
+def sync_free(device: torch.device) -> bool:
+    """Whether the engine takes its **sync-free path** on ``device``: no value read back to the host, every slope
+    and mask applied densely, the fused row functions, and blocks up to :data:`ENGINE_MAX_TEMPORARY_BYTES`.
+
+    Always on an accelerator and under :func:`torch.compile`. On the CPU, where a read-back is only a load of a
+    value already computed and the sparse products of mostly-zero slopes save most of the arithmetic, the engine
+    by default reads counts back and takes the sparse paths with smaller blocks (measured faster there); setting
+    both :data:`SPARSE_SLOPE_DENSITY` and :data:`pairloss.links.SPARSE_MASK_DENSITY` to 0 selects the sync-free
+    path on the CPU as well.
+    """
+    dense_on_cpu = SPARSE_SLOPE_DENSITY <= 0 and links.SPARSE_MASK_DENSITY <= 0
+    return not host_reads_allowed(device) or dense_on_cpu
 
 
 @dataclass(frozen=True)
@@ -181,20 +197,25 @@ def cross_rank_hook() -> CrossRankHook | None:
     return CROSS_RANK.get()
 
 
-#: Largest single ``[b, M]`` temporary of an engine block. Larger than :data:`pairloss.memory.MAX_TEMPORARY_BYTES`
-#: because the engine's big per-block tensors (the scores, the slopes) live in workspaces allocated once per call
-#: and reused by every block, so a block's size is not bounded by the allocator's reuse threshold, and fewer,
-#: larger blocks mean fewer kernel launches (each one a wait for every thread on a busy machine).
+#: Largest single ``[b, M]`` temporary of an engine block on the sync-free path (:func:`sync_free`). Larger than
+#: :data:`pairloss.memory.MAX_TEMPORARY_BYTES` because the engine's big per-block tensors (the scores, the slopes)
+#: live in workspaces allocated once per call and reused by every block, so a block's size is not bounded by the
+#: allocator's reuse threshold, and fewer, larger blocks mean fewer kernel launches. The CPU's default path keeps
+#: :data:`pairloss.memory.MAX_TEMPORARY_BYTES`: its element-wise passes over a smaller block run faster there.
 ENGINE_MAX_TEMPORARY_BYTES = 32 * 2**20
 
 
-def auto_block_size(n_rows: int, n_columns: int, element_size: int, working_copies: int) -> int:
+def auto_block_size(
+    n_rows: int,
+    n_columns: int,
+    element_size: int,
+    working_copies: int,
+    max_temporary: int = ENGINE_MAX_TEMPORARY_BYTES,
+) -> int:
     """Rows per block: ``working_copies`` temporaries of ``[b, n_columns]`` fit the memory budget
-    (:func:`pairloss.memory.get_memory_budget`), and each one stays under :data:`ENGINE_MAX_TEMPORARY_BYTES`;
-    the rows are then spread evenly over the blocks that this requires."""
-    size = memory.rows_per_block(
-        n_rows, n_columns * element_size, working_copies, max_temporary=ENGINE_MAX_TEMPORARY_BYTES
-    )
+    (:func:`pairloss.memory.get_memory_budget`), and each one stays under ``max_temporary`` bytes; the rows are
+    then spread evenly over the blocks that this requires."""
+    size = memory.rows_per_block(n_rows, n_columns * element_size, working_copies, max_temporary=max_temporary)
     n_blocks = -(-n_rows // size)
     return -(-n_rows // n_blocks)
 
@@ -306,9 +327,10 @@ class _SlopeGradients:
     direction and block for all of them: the block's slopes sit in one reused ``[K, b, M]`` workspace (written
     there by the row function, :meth:`PairBlock.slope_buffer`, or copied).
 
-    No count of non-zero slopes is read back (that would wait for the device on every block): a slope is applied by
-    dense products unless :data:`SPARSE_SLOPE_DENSITY` is set above 0, which re-enables the sparse products for
-    mostly-zero slopes at the price of one host synchronisation per slope and block.
+    On the sync-free path (:func:`sync_free`) no count of non-zero slopes is read back (that would wait for the
+    device on every block) and the slopes are applied by dense products. Otherwise (the CPU by default) each slope
+    with at most :data:`SPARSE_SLOPE_DENSITY` non-zero entries is applied by sparse products, one read-back of its
+    count per slope and block.
     """
 
     def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor) -> None:
@@ -336,7 +358,11 @@ class _SlopeGradients:
         offset = block.column_offset
         grad_query = self.grad_query[:, start : start + b]
         grad_reference = self.grad_reference[:, offset : offset + width]
-        sparse = SPARSE_SLOPE_DENSITY > 0 and block.sim.dtype in (torch.float32, torch.float64)
+        sparse = (
+            SPARSE_SLOPE_DENSITY > 0
+            and not sync_free(block.sim.device)
+            and block.sim.dtype in (torch.float32, torch.float64)
+        )
         if sparse:
             for index, k in enumerate(present):
                 self._apply_one(block, slopes[k], factor, grad_query[index], grad_reference[index], sparse)  # type: ignore[arg-type]
@@ -526,7 +552,8 @@ def row_block_sums(
     hook = cross_rank_hook()
     q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels, hook)
     if block_size is None:
-        block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), working_copies)
+        largest = ENGINE_MAX_TEMPORARY_BYTES if sync_free(q.device) else memory.MAX_TEMPORARY_BYTES
+        block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), working_copies, largest)
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     wants_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in (q, r, *params))
