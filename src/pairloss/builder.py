@@ -405,8 +405,9 @@ def _fused_log_sum_exp_row(spec: PairLossSpec, count_pairs: bool) -> RowFunction
         s = block.sim
         key = (s.dtype, s.device)
         if key not in cache:
-            cache[key] = s.new_tensor([exponent_scale, exponent_offset, gammas, slope_scale])
+            cache[key] = s.new_tensor([exponent_scale, exponent_offset, gammas, slope_scale, [0.0, 0.0]])
         constants = cache[key]
+        zero = constants[4, 0]
         terms, extremes = [], []
         for mask, scale in zip((block.positive, block.negative), exponent_scale, strict=True):
             # the kind's scores, ±inf off the kind: the extreme that maximises u, then e^{u − σ} in place
@@ -416,8 +417,14 @@ def _fused_log_sum_exp_row(spec: PairLossSpec, count_pairs: bool) -> RowFunction
         shift = torch.addcmul(constants[1], torch.stack(extremes, dim=1), constants[0]).clamp_min_(0)
         offset = constants[1] - shift
         sums = []
-        for k, (masked, scale) in enumerate(zip(terms, exponent_scale, strict=True)):
-            torch.add(offset[:, k : k + 1], masked, alpha=scale, out=masked).exp_()
+        floor = math.log(torch.finfo(s.dtype).tiny) + 2.0
+        for k, (mask, masked, scale) in enumerate(
+            zip((block.positive, block.negative), terms, exponent_scale, strict=True)
+        ):
+            # floored before exp (e^{−∞} and underflowing arguments take exp's slow path, measured 2.5× slower on a
+            # CPU), then the entries off the kind set to 0
+            torch.add(offset[:, k : k + 1], masked, alpha=scale, out=masked).clamp_min_(floor).exp_()
+            torch.where(mask, masked, zero, out=masked)
             sums.append(masked.sum(dim=1))
         denominator = torch.stack(sums, dim=1).add_(shift.neg().exp_())
         loss = (shift + denominator.log()).div_(constants[2]).sum(dim=1)
