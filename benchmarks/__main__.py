@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     for module in modules:
         measurements: list[Measurement] = []
-        failed: dict[tuple[str, str], str] = {}
+        failed: dict[tuple[str, str, str], str] = {}
         with tempfile.TemporaryDirectory(prefix="pairloss-bench-") as grad_dir:
             for case in module.cases(args.quick):
-                reason = failed.get((case.loss, case.implementation))
+                reason = failed.get((case.loss, case.implementation, case.condition))
                 if reason is not None:
                     result = Measurement(case, "skipped", message=reason)
                 else:
@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> None:
                         grad_dir=Path(grad_dir),
                     )
                     if result.status in ("oom", "timeout"):
-                        failed[(case.loss, case.implementation)] = f"{result.status} at {case.params}"
+                        failed[(case.loss, case.implementation, case.condition)] = f"{result.status} at {case.params}"
                 measurements.append(result)
                 timing = f"{result.median_s:.3f} s" if result.median_s is not None else result.message
                 peak = f"{result.peak_bytes / 2**20:,.0f} MiB" if result.peak_bytes is not None else ""
-                label = f"{module.NAME} {case.loss} {case.params} {case.implementation}"
+                label = f"{module.NAME} {case.loss} {case.params} {case.condition} {case.implementation}"
                 print(f"{label}: {result.status} {timing} {peak}", flush=True)
                 # written after every case, so that an interrupted run keeps what it measured
                 stem = f"{module.NAME}-quick" if args.quick else module.NAME

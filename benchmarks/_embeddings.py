@@ -6,20 +6,26 @@ from collections.abc import Iterable
 
 import torch
 
-from benchmarks.measure import Case
+from benchmarks.measure import CONDITIONS, Case
 
 DIMENSION = 128
 CLASSES = 100
 
 
 def embedding_cases(
-    module: str, losses: Iterable[str], implementations: Iterable[str], sizes: Iterable[int]
+    module: str,
+    losses: Iterable[str],
+    implementations: Iterable[str],
+    sizes: Iterable[int],
+    conditions: Iterable[str] = CONDITIONS,
 ) -> list[Case]:
-    """Every (N, loss, implementation): smallest sizes first, the implementations of one size together."""
+    """Every (N, loss, condition, implementation): smallest sizes first, the implementations of one size and
+    condition together (so that both see the same machine)."""
     return [
-        Case(module, loss, implementation, {"n": n, "d": DIMENSION, "classes": CLASSES, "seed": 0})
+        Case(module, loss, implementation, {"n": n, "d": DIMENSION, "classes": CLASSES, "seed": 0}, condition)
         for n in sizes
         for loss in losses
+        for condition in conditions
         for implementation in implementations
     ]
 

@@ -13,7 +13,10 @@ Method, per case:
 4. Peak memory = ``VmHWM − baseline``: the most memory the computation itself held at any instant, read by the
    kernel (so it counts every allocator: torch's, faiss's, numpy's).
 
-The parent kills a child that runs past the time cap and reports it as such.
+The parent kills a child that runs past the time cap and reports it as such. In the ``busy`` condition the
+parent starts one competing process that keeps a core busy (:func:`busy_process`) before the child and stops it
+after the child has finished, so that the case runs while another job wants a core, as in training beside
+DataLoader workers.
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Case:
-    """One measurement: ``implementation`` of ``loss`` on the input ``params`` that ``module`` builds."""
+    """One measurement: ``implementation`` of ``loss`` on the input ``params`` that ``module`` builds, with the
+    machine ``idle`` (nothing started by the benchmark) or ``busy`` (see :func:`busy_process`)."""
 
     module: str
     loss: str
     implementation: str
     params: dict[str, Any] = field(default_factory=dict)
+    condition: str = "idle"
 
 
 @dataclass
@@ -120,6 +125,15 @@ def _child(case: Case, repeats: int, time_cap: float, grad_path: Path) -> dict[s
     }
 
 
+#: The condition names of :class:`Case`.
+CONDITIONS = ("idle", "busy")
+
+
+def busy_process() -> subprocess.Popen[bytes]:
+    """Start one Python process that spins on a core until it is killed (the "busy machine" competitor)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)
+
+
 def measure(
     case: Case,
     *,
@@ -138,7 +152,7 @@ def measure(
     is killed and reported as ``timeout``.
     """
     size = "-".join(f"{key}{value}" for key, value in sorted(case.params.items()))
-    grad_path = grad_dir / f"{case.loss}-{case.implementation}-{size}.npy"
+    grad_path = grad_dir / f"{case.loss}-{case.implementation}-{size}-{case.condition}.npy"
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         result_path = Path(handle.name)
     command = [
@@ -152,15 +166,23 @@ def measure(
         str(grad_path),
         str(result_path),
     ]
+    if case.condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {case.condition!r}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    competitor = busy_process() if case.condition == "busy" else None
     try:
-        _, stderr = process.communicate(timeout=time_cap + grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        result_path.unlink(missing_ok=True)
-        return Measurement(case, "timeout", message=f"no result within {time_cap + grace:.0f} s")
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _, stderr = process.communicate(timeout=time_cap + grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            result_path.unlink(missing_ok=True)
+            return Measurement(case, "timeout", message=f"no result within {time_cap + grace:.0f} s")
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
     try:
         if process.returncode != 0:
             text = stderr.decode(errors="replace").strip().splitlines()

@@ -35,7 +35,7 @@ def cases(quick: bool) -> list[Case]:
     return embedding_cases(__name__, LOSSES, IMPLEMENTATIONS, QUICK_SIZES if quick else SIZES)
 
 
-def _loss_class(implementation: str, loss: str) -> Callable[[], torch.nn.Module]:
+def loss_class(implementation: str, loss: str) -> Callable[[], torch.nn.Module]:
     place = "pairloss" if implementation == "pairloss" else "pytorch_metric_learning.losses"
     cls = getattr(importlib.import_module(place), LOSSES[loss], None)
     if cls is None:
@@ -47,5 +47,5 @@ def setup(case: Case) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
     """Build the inputs and the loss of ``case``; return ``(step, embeddings)``."""
     params: dict[str, Any] = case.params
     embeddings, labels = random_batch(params)
-    loss_fn = _loss_class(case.implementation, case.loss)()
+    loss_fn = loss_class(case.implementation, case.loss)()
     return (lambda: loss_fn(embeddings, labels)), embeddings

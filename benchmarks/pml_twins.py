@@ -62,7 +62,7 @@ TWINS = {
 
 def cases(quick: bool) -> list[Case]:
     """Every (N, loss, implementation): smallest sizes first, the two implementations of one size together."""
-    return embedding_cases(__name__, TWINS, IMPLEMENTATIONS, QUICK_SIZES if quick else SIZES)
+    return embedding_cases(__name__, TWINS, IMPLEMENTATIONS, QUICK_SIZES if quick else SIZES, conditions=("idle",))
 
 
 def _build(implementation: str, twin: Twin, params: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], Any]:

@@ -6,9 +6,9 @@ implementation. Every loss uses σ = 1; RankNet is the mean over pairs, LambdaRa
 truncation) and LambdaLoss (NDCG-Loss2++, μ = 10) the sum over pairs, allRank's defaults, so values and
 gradients are compared too.
 
-Conditions: ``idle`` (nothing started by the benchmark) and ``busy``: the measured process starts one competing
-process that spins on a core for as long as the measured process lives (from before the warm-up to after the
-last timed run), so that pairloss and the peer meet the same contention.
+Conditions: ``idle`` (nothing started by the benchmark) and ``busy``: one competing process that spins on a core
+from before the measured process starts to after it ends (:func:`benchmarks.measure.busy_process`), so that
+pairloss and the peer meet the same contention.
 
 The peers:
 
@@ -30,11 +30,9 @@ ranking_losses``.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import types
@@ -46,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.measure import ROOT, Case, Measurement, measure
+from benchmarks.measure import CONDITIONS, ROOT, Case, Measurement, measure
 from benchmarks.report import compare, update_docs, write_json
 
 NAME = "ranking_losses"
@@ -55,12 +53,9 @@ TITLE = "RankNet and LambdaRank, forward + backward, L = 100 items per list, flo
 LOSSES = ("ranknet", "lambdarank", "lambdaloss")
 SIZES = (1000, 10000)
 QUICK_SIZES = (200, 1000)
-CONDITIONS = ("idle", "busy")
 LENGTH = 100
 #: allRank's name of each loss's weighing scheme in ``lambdaLoss`` (RankNet is its own function there).
 ALLRANK_SCHEMES = {"lambdarank": "lambdaRank_scheme", "lambdaloss": "ndcgLoss2PP_scheme"}
-#: A competitor that spins until the process that started it is gone (so a killed measurement leaves none).
-SPINNER = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(10**6):\n        pass\n"
 ALLRANK_VARIABLE = "ALLRANK_PATH"
 MODULE = "benchmarks.ranking_losses"
 #: The page whose ``<!-- bench:ranking_losses -->`` table a full run regenerates.
@@ -99,20 +94,12 @@ def cases(quick: bool, sizes: tuple[int, ...] | None = None) -> list[Case]:
     :data:`SIZES`, or :data:`QUICK_SIZES` when ``quick``)."""
     peer = _peer()
     return [
-        Case(MODULE, loss, implementation, {"n": b, "length": LENGTH, "seed": 0, "condition": condition})
+        Case(MODULE, loss, implementation, {"n": b, "length": LENGTH, "seed": 0}, condition=condition)
         for condition in CONDITIONS
         for loss in LOSSES
         for b in (sizes or (QUICK_SIZES if quick else SIZES))
         for implementation in ("pairloss", peer)
     ]
-
-
-def start_competitor() -> subprocess.Popen[bytes]:
-    """One process that keeps a core busy until this process exits (killed at exit; it also stops by itself
-    once its parent is gone)."""
-    competitor = subprocess.Popen([sys.executable, "-c", SPINNER])
-    atexit.register(competitor.kill)
-    return competitor
 
 
 def make_lists(lists: int, length: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -182,8 +169,6 @@ def setup(case: Case) -> tuple[Callable[[], Tensor], Tensor]:
         step = lambda: dense_ranknet(scores, relevance)  # noqa: E731
     else:
         step = lambda: dense_lambda(scores, relevance, case.loss)  # noqa: E731
-    if params.get("condition") == "busy":
-        start_competitor()
     return step, scores
 
 
@@ -205,7 +190,7 @@ def run(
             measurements.append(result)
             seconds = f"{result.median_s:.3f} s" if result.median_s is not None else result.message
             peak = f"{result.peak_bytes / 2**20:,.0f} MiB" if result.peak_bytes is not None else ""
-            label = f"{case.params['condition']} {case.loss} {case.implementation} B={case.params['n']}"
+            label = f"{case.condition} {case.loss} {case.implementation} B={case.params['n']}"
             print(f"{label}: {result.status} {seconds} {peak}", flush=True)
         settings = {"quick": quick, "repeats": repeats, "time_cap_s": time_cap, "memory_cap_bytes": memory_cap}
         stem = f"{NAME}-quick" if quick else NAME

@@ -20,8 +20,8 @@ VALUE_TOLERANCE = 1e-5
 SHORT_NAMES = {"pytorch-metric-learning": "PML"}
 
 
-def _key(measurement: Measurement) -> tuple[str, str]:
-    return measurement.case.loss, json.dumps(measurement.case.params, sort_keys=True)
+def _key(measurement: Measurement) -> tuple[str, str, str]:
+    return measurement.case.loss, json.dumps(measurement.case.params, sort_keys=True), measurement.case.condition
 
 
 def _gradient_difference(ours: Measurement, theirs: Measurement) -> float | None:
@@ -46,7 +46,12 @@ def compare(measurements: list[Measurement]) -> list[dict[str, Any]]:
         mine = ours.get(_key(peer))
         if mine is None:
             continue
-        row: dict[str, Any] = {"loss": peer.case.loss, **peer.case.params, "peer": peer.case.implementation}
+        row: dict[str, Any] = {
+            "loss": peer.case.loss,
+            **peer.case.params,
+            "condition": peer.case.condition,
+            "peer": peer.case.implementation,
+        }
         for side, m in (("pairloss", mine), ("peer", peer)):
             row[f"{side}_status"] = m.status
             row[f"{side}_median_s"] = m.median_s
@@ -116,19 +121,22 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The comparison rows as a Markdown table (failed runs shown as OOM / TIMEOUT / SKIPPED)."""
     peers = sorted({SHORT_NAMES.get(row["peer"], row["peer"]) for row in rows})
     peer = peers[0] if len(peers) == 1 else "peer"
+    conditions = len({row.get("condition", "idle") for row in rows}) > 1
     lines = [
-        f"| loss | N | pairloss time (s) | {peer} time (s) | speed-up ({peer}/pairloss) | pairloss peak (MiB) "
+        f"| loss | N |{' machine |' if conditions else ''} pairloss time (s) | {peer} time (s) "
+        f"| speed-up ({peer}/pairloss) | pairloss peak (MiB) "
         f"| {peer} peak (MiB) | memory (pairloss/{peer}) | value rel. diff | grad rel. diff |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|" + ("---|" if conditions else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in sorted(rows, key=lambda row: (row["loss"], row.get("n", 0))):
+    for row in sorted(rows, key=lambda row: (row["loss"], row.get("n", 0), row.get("condition", "idle") != "idle")):
         speedup = f"{row['speedup']:.1f}×" if row["speedup"] is not None else "—"
         memory = f"{row['memory_ratio']:.3f}" if row["memory_ratio"] is not None else "—"
         value = f"{row['value_rel_diff']:.1e}" if row["value_rel_diff"] is not None else "—"
         grad = f"{row['grad_rel_diff']:.1e}" if row["grad_rel_diff"] is not None else "—"
         lines.append(
             f"| {row['loss']} | {row['n']} "
-            f"| {_seconds(row['pairloss_status'], row['pairloss_median_s'])} "
+            + (f"| {row.get('condition', 'idle')} " if conditions else "")
+            + f"| {_seconds(row['pairloss_status'], row['pairloss_median_s'])} "
             f"| {_seconds(row['peer_status'], row['peer_median_s'])} | {speedup} "
             f"| {_megabytes(row['pairloss_status'], row['pairloss_peak_bytes'])} "
             f"| {_megabytes(row['peer_status'], row['peer_peak_bytes'])} | {memory} | {value} | {grad} |"

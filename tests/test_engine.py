@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss import memory
-from pairloss.engine import PairBlock, auto_block_size, dense_row_sums, row_block_sums
-from pairloss.memory import MAX_TEMPORARY_BYTES
+from pairloss.engine import ENGINE_MAX_TEMPORARY_BYTES, PairBlock, auto_block_size, dense_row_sums, row_block_sums
 from pairloss.pairs import label_masks, same_label
 from pairloss.similarity import (
     BaseSimilarity,
@@ -127,9 +126,12 @@ def test_auto_block_size_respects_budget(
     assert 1 <= b <= n_rows
     if b > 1:
         assert b * per_row <= budget
-        assert b * row_bytes <= MAX_TEMPORARY_BYTES
-    if b < n_rows:  # the block is as large as both limits allow
-        assert (b + 1) * per_row > budget or (b + 1) * row_bytes > MAX_TEMPORARY_BYTES
+        assert b * row_bytes <= ENGINE_MAX_TEMPORARY_BYTES
+    largest = max(1, min(n_rows, budget // per_row, ENGINE_MAX_TEMPORARY_BYTES // row_bytes))
+    # as few blocks as both limits allow, the rows spread evenly over them
+    n_blocks = -(-n_rows // b)
+    assert n_blocks == -(-n_rows // largest)
+    assert n_blocks * b - n_rows < n_blocks
 
 
 def test_automatic_block_size_is_used(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import pairloss.engine as engine
+import pairloss.links as links
 from pairloss._sparse_pairs import SparsePairWeights
 from pairloss.engine import PairBlock, RowSums, dense_row_sums, row_block_sums
 from pairloss.similarity import (
@@ -196,6 +197,10 @@ def test_no_gradient_work_without_autograd(monkeypatch: pytest.MonkeyPatch) -> N
             calls.append(1)
             super().add_pairwise_vjp(*args)  # type: ignore[arg-type]
 
+        def add_stacked_pairwise_vjp(self, *args: object) -> None:  # type: ignore[override]
+            calls.append(2)
+            super().add_stacked_pairwise_vjp(*args)  # type: ignore[arg-type]
+
     x, y, _, _ = _inputs()
     x.requires_grad_(True)
     with torch.no_grad():
@@ -204,7 +209,12 @@ def test_no_gradient_work_without_autograd(monkeypatch: pytest.MonkeyPatch) -> N
     row_block_sums(smooth_sloped, x.detach(), y, similarity=Counting(), block_size=4)
     assert calls == []
     row_block_sums(smooth_sloped, x, y, similarity=Counting(), block_size=4)
-    assert len(calls) == 6  # 3 blocks × 2 statistics with slopes
+    assert calls == [1] * 6  # the CPU's default path: 3 blocks × 2 statistics with slopes, one product each
+    calls.clear()
+    monkeypatch.setattr(engine, "SPARSE_SLOPE_DENSITY", 0.0)
+    monkeypatch.setattr(links, "SPARSE_MASK_DENSITY", 0.0)
+    row_block_sums(smooth_sloped, x, y, similarity=Counting(), block_size=4)
+    assert calls == [2, 2, 2]  # the sync-free path: 3 blocks, both slopes in one stacked product each
 
 
 def test_row_sums_errors() -> None:

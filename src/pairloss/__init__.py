@@ -4,10 +4,12 @@ The four parts of a pairwise loss are public modules (:mod:`pairloss.pairs`, :mo
 :mod:`pairloss.weights`, :mod:`pairloss.links`, with :mod:`pairloss.reducers`), and :func:`pair_loss` assembles them
 into a loss on the engine. :mod:`pairloss.miners` and :class:`CrossBatchMemory` compose with every pair and triplet
 loss as in pytorch-metric-learning; :func:`set_memory_budget` / :func:`memory_budget` bound every blocked
-computation.
+computation; :func:`set_checks` switches the input value checks (on by default) that make a call wait for the
+device once.
 """
 
 from pairloss import functional, links, losses, memory, metrics, miners, pairs, reducers, similarity, weights
+from pairloss._validation import checks, checks_enabled, set_checks
 from pairloss.builder import pair_loss
 from pairloss.losses import *  # noqa: F403  (the loss classes are the package's main API)
 from pairloss.memory import get_memory_budget, memory_budget, set_memory_budget
@@ -21,6 +23,8 @@ __all__ = [
     "LpDistance",
     "NegSquaredEuclideanSimilarity",
     "__version__",
+    "checks",
+    "checks_enabled",
     "functional",
     "get_memory_budget",
     "links",
@@ -32,6 +36,7 @@ __all__ = [
     "pair_loss",
     "pairs",
     "reducers",
+    "set_checks",
     "set_memory_budget",
     "similarity",
     "weights",

@@ -32,15 +32,17 @@ With :class:`~pairloss.pairs.RelevancePairs` the builder returns a ranking loss 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from pairloss import links as links_module
 from pairloss._sparse_pairs import SparsePairWeights
+from pairloss._tracing import host_reads_allowed
 from pairloss._validation import check_pair_inputs
-from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, RowSums, row_block_sums
+from pairloss.engine import PairBlock, RowFunction, RowSums, cross_rank_hook, row_block_sums, sync_free
 from pairloss.links import Hinge, Link, LogSumExp, Scaled
 from pairloss.modules import EmbeddingLoss, PairLoss
 from pairloss.pairs import LabelPairs, MinedPairs, PairSelector, RelevancePairs, ViewPairs, reject_positional_reference
@@ -61,6 +63,13 @@ __all__ = [
 _STATS_PER_KIND = 3
 
 
+# Shared defaults (stateless objects), filled in by ``__post_init__``: a dataclass default or factory of a class
+# instance cannot be traced by ``torch.compile`` when a spec is built inside a compiled function.
+_UNIFORM = Uniform()
+_LABEL_PAIRS = LabelPairs()
+_MEAN = MeanReducer()
+
+
 @dataclass(frozen=True)
 class PairLossSpec:
     """The parts of a pair loss (see :func:`pair_loss` for their meaning)."""
@@ -70,15 +79,18 @@ class PairLossSpec:
     similarity: BaseSimilarity
     pos_margin: float = 0.0
     neg_margin: float = 0.0
-    weight: PairWeight = field(default_factory=Uniform)
-    pairs: PairSelector = field(default_factory=LabelPairs)
-    reducer: Reducer = field(default_factory=MeanReducer)
+    weight: PairWeight = None  # type: ignore[assignment]  # Uniform() (set in __post_init__)
+    pairs: PairSelector = None  # type: ignore[assignment]  # LabelPairs()
+    reducer: Reducer = None  # type: ignore[assignment]  # MeanReducer()
     combine: Link | None = None
     pooled: bool = False
     both_kinds: bool = False
     generic_pair_rule: bool = False
 
     def __post_init__(self) -> None:
+        for name, default in (("weight", _UNIFORM), ("pairs", _LABEL_PAIRS), ("reducer", _MEAN)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         row_links = [isinstance(link, LogSumExp) for link in (self.positive_link, self.negative_link)]
         if any(not isinstance(link, Link | LogSumExp) for link in (self.positive_link, self.negative_link)):
             raise ValueError("links must be pairloss.links objects (a Link, or LogSumExp for the row form)")
@@ -249,6 +261,52 @@ def _pair_form_row(
     return row, shortcuts
 
 
+def _fused_hinge_row(
+    spec: PairLossSpec, shortcuts: list[tuple[float, float] | None], count_pairs: bool
+) -> RowFunction | None:
+    """The pair form's row when both kinds are hinges on label pairs (the contrastive loss): both active-pair
+    masks written as 0/1 floats into the engine's slope workspace, and all six sums from it in three reductions.
+    ``None`` when the reducer has an upper bound (the general row handles it)."""
+    reducer = spec.reducer
+    if reducer.high is not None or any(shortcut is None for shortcut in shortcuts):
+        return None
+    low = 0.0 if reducer.low is None else max(reducer.low, 0.0)
+    bounds = []  # per kind: active when a·s < upper
+    for positive, shortcut in zip((True, False), shortcuts, strict=True):
+        factor, margin = shortcut  # type: ignore[misc]
+        a, c = spec.margin_affine(positive)
+        bounds.append((a, margin - c - low / factor))
+    zeros_count = reducer.average and reducer.keeps_zero()
+    infinities: dict[tuple[torch.dtype, torch.device, bool], Tensor] = {}  # made once per call
+
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        s = block.sim
+        active = block.slope_buffer(2)
+        for k, (mask, (a, upper)) in enumerate(zip((block.positive, block.negative), bounds, strict=True)):
+            # the kind's scores (±inf off it, where the comparison fails), then the comparison written in place as
+            # 0/1 floats: two passes, no bool temporary and no conversion
+            key = (s.dtype, s.device, a > 0)
+            if key not in infinities:
+                infinities[key] = torch.tensor(float("inf") if a > 0 else float("-inf"), dtype=s.dtype, device=s.device)
+            kind_scores = torch.where(mask, s, infinities[key], out=active[k])
+            torch.lt(kind_scores, upper, out=active[k]) if a > 0 else torch.gt(kind_scores, -upper, out=active[k])
+        totals = torch.mv(active.view(2, -1), s.reshape(-1))
+        # counts exact in float32: a block holds fewer than 2**24 pairs (its temporaries stay under 32 MiB)
+        n_active = active.sum((1, 2))
+        pairs = None
+        if zeros_count or count_pairs:
+            pairs = torch.stack([block.positive.count_nonzero(), block.negative.count_nonzero()]).to(s.dtype)
+        kept = pairs if zeros_count else n_active
+        stats = torch.stack([totals, n_active, kept], dim=1).view(-1)  # type: ignore[list-item]
+        counted = pairs if count_pairs else stats.new_zeros(2)
+        values = torch.cat([stats, counted]).double()  # type: ignore[list-item]
+        slopes = (active[0], None, None, active[1], None, None, None, None)
+        return RowSums(values, slopes, stacked=active)
+
+    return row
+
+
 def _pair_count(mask: Tensor, count: Tensor | None) -> Tensor:
     return mask.count_nonzero().double() if count is None else count.sum(dtype=torch.float64)
 
@@ -278,7 +336,9 @@ def _row_form_row(spec: PairLossSpec) -> RowFunction:
             a, c = spec.margin_affine(positive)
             scale = None if margin_weight is None else _margin_scale(margin_weight, positive)
             n_pairs.append(mask.count_nonzero())
-            parts.append(link.rows(s, mask, a, c, int(n_pairs[-1]), scale))
+            gathered = links_module.SPARSE_MASK_DENSITY > 0 and host_reads_allowed(s.device)
+            n_active = int(n_pairs[-1]) if gathered else mask.numel()
+            parts.append(link.rows(s, mask, a, c, n_active, scale))
         (value_p, slope_p, has_p), (value_n, slope_n, has_n) = parts
         inner = value_p + value_n
         if spec.combine is not None:
@@ -311,6 +371,80 @@ def _row_form_row(spec: PairLossSpec) -> RowFunction:
     return row
 
 
+def _fused_log_sum_exp_row(spec: PairLossSpec, count_pairs: bool) -> RowFunction | None:
+    """The row form's row for two ``LogSumExp`` links with the 1, uniform weights, no outer link and no filter
+    (the multi-similarity loss): both kinds' soft maxima in one pass each over the block, their slopes summed
+    straight into the engine's slope workspace. ``None`` for any other row form (the general row handles it).
+
+    Per kind ``k`` (``u = A_k s + C_k`` on the kind's pairs, ``A_k = −γ_k a_k``, ``C_k = −γ_k c_k`` for the margin
+    ``z = a_k s + c_k``): the row's shift ``σ = max(0, max_j u_ij)`` from the masked extreme score, then
+    ``E = e^{u − σ}`` (0 off the kind), ``ψ = (σ + log(e^{−σ} + Σ_j E_ij)) / γ_k`` and
+    ``∂ψ/∂s_ij = −a_k E_ij / (e^{−σ} + Σ_j E_ij)``.
+    """
+    links: tuple[LogSumExp, LogSumExp] = (spec.positive_link, spec.negative_link)  # type: ignore[assignment]
+    if (
+        spec.combine is not None
+        or spec.both_kinds
+        or spec.reducer.filters
+        or not isinstance(spec.weight, Uniform)
+        or spec.weight.value != 1.0
+        or not all(link.add_one for link in links)
+    ):
+        return None
+    affine = [spec.margin_affine(positive) for positive in (True, False)]
+    gammas = [link.gamma for link in links]
+    slope_scale = [-a for a, _ in affine]
+    exponent_scale = [-gamma * a for gamma, (a, _) in zip(gammas, affine, strict=True)]
+    exponent_offset = [-gamma * c for gamma, (_, c) in zip(gammas, affine, strict=True)]
+
+    cache: dict[tuple[torch.dtype, torch.device], Tensor] = {}  # the constants, made once per call
+    tails: dict[tuple[int, torch.device], Tensor] = {}
+
+    @torch.no_grad()
+    def row(block: PairBlock) -> RowSums:
+        s = block.sim
+        key = (s.dtype, s.device)
+        if key not in cache:
+            cache[key] = s.new_tensor([exponent_scale, exponent_offset, gammas, slope_scale, [0.0, 0.0]])
+        constants = cache[key]
+        zero = constants[4, 0]
+        terms, extremes = [], []
+        for mask, scale in zip((block.positive, block.negative), exponent_scale, strict=True):
+            # the kind's scores, ±inf off the kind: the extreme that maximises u, then e^{u − σ} in place
+            masked = torch.where(mask, s, float("-inf") if scale > 0 else float("inf"))
+            extremes.append(masked.amax(dim=1) if scale > 0 else masked.amin(dim=1))
+            terms.append(masked)
+        shift = torch.addcmul(constants[1], torch.stack(extremes, dim=1), constants[0]).clamp_min_(0)
+        offset = constants[1] - shift
+        sums = []
+        floor = math.log(torch.finfo(s.dtype).tiny) + 2.0
+        for k, (mask, masked, scale) in enumerate(
+            zip((block.positive, block.negative), terms, exponent_scale, strict=True)
+        ):
+            # floored before exp (e^{−∞} and underflowing arguments take exp's slow path, measured 2.5× slower on a
+            # CPU), then the entries off the kind set to 0
+            torch.add(offset[:, k : k + 1], masked, alpha=scale, out=masked).clamp_min_(floor).exp_()
+            torch.where(mask, masked, zero, out=masked)
+            sums.append(masked.sum(dim=1))
+        denominator = torch.stack(sums, dim=1).add_(shift.neg().exp_())
+        loss = (shift + denominator.log()).div_(constants[2]).sum(dim=1)
+        coefficient = constants[3] / denominator
+        slope = block.slope_buffer(1)
+        torch.mul(terms[0], coefficient[:, 0:1], out=slope[0])
+        slope[0].addcmul_(terms[1], coefficient[:, 1:2])
+        rows_key = (s.shape[0], s.device)
+        if rows_key not in tails:  # [#anchors, 0, 0]: the same for every block of one size
+            tails[rows_key] = torch.tensor([float(s.shape[0]), 0.0, 0.0], dtype=torch.float64, device=s.device)
+        tail = tails[rows_key]
+        if count_pairs:
+            counted = torch.stack([block.positive.count_nonzero(), block.negative.count_nonzero()]).double()
+            tail = torch.cat([tail[:1], counted])
+        values = torch.cat([loss.sum(dim=0, dtype=torch.float64, keepdim=True), tail])
+        return RowSums(values, (slope[0], None, None, None), stacked=slope)
+
+    return row
+
+
 def _margin_scale(weight: PairWeight, positive: bool) -> Any:
     """The margin weights of scores, elementwise (a margin weight does not look at the rest of the row)."""
 
@@ -321,16 +455,16 @@ def _margin_scale(weight: PairWeight, positive: bool) -> Any:
 
 
 def _label_pair_counts(labels: Tensor, ref_labels: Tensor | None) -> tuple[Tensor, Tensor] | None:
-    """The numbers of positive and negative (ordered) pairs from 1-D class ids alone, ``O(N)``; ``None`` for
-    multi-hot labels."""
+    """The numbers of positive and negative (ordered) pairs from 1-D class ids alone, ``O(N log N)`` with static
+    shapes (a sort and two binary searches, no read-back of the number of classes); ``None`` for multi-hot
+    labels."""
     if labels.ndim != 1:
         return None
     references = labels if ref_labels is None else ref_labels
-    classes, inverse = torch.unique(torch.cat([labels, references]), return_inverse=True)
-    per_query = torch.bincount(inverse[: labels.numel()], minlength=classes.numel()).double()
-    per_reference = torch.bincount(inverse[labels.numel() :], minlength=classes.numel()).double()
+    ordered = references.sort().values
+    same = torch.searchsorted(ordered, labels, right=True) - torch.searchsorted(ordered, labels)
     n_self = labels.numel() if ref_labels is None else 0
-    n_positive = (per_query * per_reference).sum() - n_self
+    n_positive = same.sum(dtype=torch.float64) - n_self
     n_negative = float(labels.numel()) * references.numel() - n_positive - n_self
     return n_positive, n_negative
 
@@ -372,20 +506,25 @@ def evaluate_pairs(
     n_references = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
     pairs: PairSelector = spec.pairs
     if indices_tuple is not None:
-        if CROSS_RANK.get() is not None:
+        if cross_rank_hook() is not None:
             raise ValueError("mined indices refer to this process's batch; they cannot be used across ranks")
         pairs = MinedPairs(indices_tuple, embeddings.shape[0], n_references)
     if isinstance(spec.reducer, DoNothingReducer):
         return _per_element(replace(spec, pairs=pairs), embeddings, labels, ref_emb, ref_labels)
     mined = isinstance(pairs, MinedPairs)
     label_counts = None
-    if spec.generic_pair_rule and not mined and isinstance(pairs, LabelPairs) and CROSS_RANK.get() is None:
+    if spec.generic_pair_rule and not mined and isinstance(pairs, LabelPairs) and cross_rank_hook() is None:
         label_counts = _label_pair_counts(labels, ref_labels)
     shortcuts: list[tuple[float, float] | None] = []
+    count_pairs = spec.generic_pair_rule and label_counts is None
     if spec.row_form:
-        row = _row_form_row(spec)
+        # the fused row is dense: on the CPU's default path the general row's gathered positives are faster
+        fused = None if mined or not sync_free(embeddings.device) else _fused_log_sum_exp_row(spec, count_pairs)
+        row = _row_form_row(spec) if fused is None else fused
     else:
-        row, shortcuts = _pair_form_row(spec, mined, count_pairs=spec.generic_pair_rule and label_counts is None)
+        row, shortcuts = _pair_form_row(spec, mined, count_pairs=count_pairs)
+        fused = None if mined else _fused_hinge_row(spec, shortcuts, count_pairs)
+        row = row if fused is None else fused
     symmetric = not spec.row_form and isinstance(spec.weight, Uniform) and not mined
     sums = row_block_sums(
         row,

@@ -37,8 +37,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pairloss import memory
+from pairloss import links, memory
 from pairloss._sparse_pairs import SparsePairWeights
+from pairloss._tracing import constant_when_traced, host_reads_allowed
 from pairloss.pairs import LabelPairs, PairSelector
 from pairloss.similarity import BaseSimilarity
 
@@ -50,13 +51,32 @@ __all__ = [
     "RowFunction",
     "RowSums",
     "auto_block_size",
+    "cross_rank_hook",
     "dense_row_sums",
     "row_block_sums",
+    "sync_free",
 ]
 
-#: A slope with at most this fraction of non-zero entries is applied by two sparse (compressed-row) products
-#: instead of two dense matmuls over the whole block.
+#: On the CPU outside :func:`torch.compile`, a slope with at most this fraction of non-zero entries is applied by
+#: two sparse (compressed-row) products instead of two dense matmuls over the whole block. Deciding reads the count
+#: of non-zero slopes back to the host, which on the CPU costs nothing (the count is already computed) but would
+#: stall a GPU stream and cannot be traced, so accelerators and compiled code always take the dense products (see
+#: :func:`sync_free`). 0 turns the sparse products off on the CPU too.
 SPARSE_SLOPE_DENSITY = 0.02
+
+
+def sync_free(device: torch.device) -> bool:
+    """Whether the engine takes its **sync-free path** on ``device``: no value read back to the host, every slope
+    and mask applied densely, the fused row functions, and blocks up to :data:`ENGINE_MAX_TEMPORARY_BYTES`.
+
+    Always on an accelerator and under :func:`torch.compile`. On the CPU, where a read-back is only a load of a
+    value already computed and the sparse products of mostly-zero slopes save most of the arithmetic, the engine
+    by default reads counts back and takes the sparse paths with smaller blocks (measured faster there); setting
+    both :data:`SPARSE_SLOPE_DENSITY` and :data:`pairloss.links.SPARSE_MASK_DENSITY` to 0 selects the sync-free
+    path on the CPU as well.
+    """
+    dense_on_cpu = SPARSE_SLOPE_DENSITY <= 0 and links.SPARSE_MASK_DENSITY <= 0
+    return not host_reads_allowed(device) or dense_on_cpu
 
 
 @dataclass(frozen=True)
@@ -97,6 +117,15 @@ class PairBlock:
     positive_count: Tensor | None = None
     negative_count: Tensor | None = None
     triplets: tuple[Tensor, Tensor, Tensor] | None = None
+    workspace: Callable[[int], Tensor] | None = None
+
+    def slope_buffer(self, n_slopes: int) -> Tensor:
+        """A ``[n_slopes, b, M]`` tensor of the scores' dtype to write slopes into (uninitialised): the engine's
+        workspace, reused from block to block, when it accumulates slopes; a fresh tensor otherwise. Slopes
+        written here and returned as :attr:`RowSums.stacked` cost the engine no copy."""
+        if self.workspace is not None:
+            return self.workspace(n_slopes)
+        return self.sim.new_empty(n_slopes, self.sim.shape[0], self.sim.shape[1])
 
 
 @dataclass(frozen=True)
@@ -108,10 +137,13 @@ class RowSums:
             ``@torch.no_grad()``).
         slopes: one entry per sum: ``∂values[k]/∂sim`` as a ``[b, M]`` tensor (a boolean tensor stands for its
             0/1 indicator), or ``None`` where the sum does not depend on the scores (a count).
+        stacked: optionally, the non-``None`` slopes in order as one ``[K, b, M]`` tensor (from
+            :meth:`PairBlock.slope_buffer`; ``slopes`` then holds its views ``stacked[k]``).
     """
 
     values: Tensor
     slopes: tuple[Tensor | None, ...]
+    stacked: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.values.ndim != 1 or len(self.slopes) != self.values.numel():
@@ -150,13 +182,42 @@ class CrossRankHook(Protocol):
 CROSS_RANK: ContextVar[CrossRankHook | None] = ContextVar("pairloss_cross_rank", default=None)
 
 
-def auto_block_size(n_rows: int, n_columns: int, element_size: int, working_copies: int) -> int:
+@constant_when_traced
+def _cross_rank_set() -> bool:
+    return CROSS_RANK.get() is not None
+
+
+def cross_rank_hook() -> CrossRankHook | None:
+    """The hook set by :func:`pairloss.training.distributed.cross_rank_pairs`, or ``None``. Readable under
+    :func:`torch.compile` (where cross-rank pairs are refused: their collectives are not traced)."""
+    if torch.compiler.is_compiling():
+        if _cross_rank_set():
+            raise ValueError("cross_rank_pairs cannot be used inside torch.compile; compile the loss outside it")
+        return None
+    return CROSS_RANK.get()
+
+
+#: Largest single ``[b, M]`` temporary of an engine block on the sync-free path (:func:`sync_free`). Larger than
+#: :data:`pairloss.memory.MAX_TEMPORARY_BYTES` because the engine's big per-block tensors (the scores, the slopes)
+#: live in workspaces allocated once per call and reused by every block, so a block's size is not bounded by the
+#: allocator's reuse threshold, and fewer, larger blocks mean fewer kernel launches. The CPU's default path keeps
+#: :data:`pairloss.memory.MAX_TEMPORARY_BYTES`: its element-wise passes over a smaller block run faster there.
+ENGINE_MAX_TEMPORARY_BYTES = 32 * 2**20
+
+
+def auto_block_size(
+    n_rows: int,
+    n_columns: int,
+    element_size: int,
+    working_copies: int,
+    max_temporary: int = ENGINE_MAX_TEMPORARY_BYTES,
+) -> int:
     """Rows per block: ``working_copies`` temporaries of ``[b, n_columns]`` fit the memory budget
-    (:func:`pairloss.memory.get_memory_budget`), and each one stays under
-    :data:`~pairloss.memory.MAX_TEMPORARY_BYTES`."""
-    return memory.rows_per_block(
-        n_rows, n_columns * element_size, working_copies, max_temporary=memory.MAX_TEMPORARY_BYTES
-    )
+    (:func:`pairloss.memory.get_memory_budget`), and each one stays under ``max_temporary`` bytes; the rows are
+    then spread evenly over the blocks that this requires."""
+    size = memory.rows_per_block(n_rows, n_columns * element_size, working_copies, max_temporary=max_temporary)
+    n_blocks = -(-n_rows // size)
+    return -(-n_rows // n_blocks)
 
 
 @dataclass(frozen=True)
@@ -175,19 +236,30 @@ class _Plan:
         return memory.row_blocks(n, self.block_size)
 
     def block_result(
-        self, query_block: Tensor, reference: Tensor, start: int, params: Sequence[Tensor]
+        self,
+        query_block: Tensor,
+        reference: Tensor,
+        start: int,
+        params: Sequence[Tensor],
+        workspace: _Workspace | None = None,
     ) -> tuple[PairBlock, Tensor | RowSums]:
         """Score the anchors ``start : start + b`` and run the row function on them (in symmetric mode, against the
         columns ``start:`` with only the pairs ``j > i`` in the masks)."""
         b = query_block.shape[0]
-        rows = torch.arange(start, start + b, device=query_block.device)
+        rows = (
+            torch.arange(start, start + b, device=query_block.device) if workspace is None else workspace.rows(start, b)
+        )
         query_labels = self.query_labels[start : start + b]
         column_offset = start if self.symmetric else 0
         reference = reference[column_offset:]
         reference_labels = self.reference_labels[column_offset:]
         pairs = self.pairs.block(query_labels, reference_labels, rows, column_offset, self.self_offset, self.symmetric)
+        if workspace is None:
+            sim = self.similarity.pairwise(query_block, reference)
+        else:
+            sim = workspace.scorer(start, start + b, column_offset, workspace.scores(b, reference.shape[0]))
         block = PairBlock(
-            sim=self.similarity.pairwise(query_block, reference),
+            sim=sim,
             positive=pairs.positive,
             negative=pairs.negative,
             rows=rows,
@@ -201,6 +273,7 @@ class _Plan:
             positive_count=pairs.positive_count,
             negative_count=pairs.negative_count,
             triplets=pairs.triplets,
+            workspace=None if workspace is None else workspace.slope_view(b, reference.shape[0]),
         )
         result = self.row_fn(block)
         values = result.values if isinstance(result, RowSums) else result
@@ -215,92 +288,174 @@ class _Plan:
         return 2 * sums if self.symmetric else sums
 
 
-class _SlopeGradients:
-    """Per statistic ``k``, the gradients ``∂T_k/∂query`` and ``∂T_k/∂reference``, accumulated block by block."""
+class _Workspace:
+    """The buffers an engine call reuses from block to block: the ``[b, M]`` scores and the ``[K, b, M]`` slopes
+    (flat storage, viewed at each block's width), and the similarity's block scorer (per-vector work, such as
+    squared norms, done once per call)."""
 
-    def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor, n_stats: int) -> None:
+    def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor, block_size: int) -> None:
+        self.scorer = similarity.block_scorer(query, reference)
+        self._rows = torch.arange(query.shape[0], device=query.device)
+        self.rows_per_block = min(block_size, query.shape[0])
+        self.width = reference.shape[0]
+        self._scores = query.new_empty(self.rows_per_block * self.width)
+        self._slopes = query.new_empty(0)
+
+    def rows(self, start: int, b: int) -> Tensor:
+        """The global indices ``start : start + b`` (a view of one ``arange`` made per call)."""
+        return self._rows[start : start + b]
+
+    def scores(self, b: int, width: int) -> Tensor | None:
+        """The block's score buffer; none under :func:`torch.compile`, which plans its own memory (and whose
+        tracer refuses ``out=`` next to inputs that require a gradient)."""
+        if torch.compiler.is_compiling():
+            return None
+        return self._scores[: b * width].view(b, width)
+
+    def slope_view(self, b: int, width: int) -> Callable[[int], Tensor]:
+        def view(n_slopes: int) -> Tensor:
+            if self._slopes.numel() < self.rows_per_block * n_slopes * self.width:
+                self._slopes = self._scores.new_empty(self.rows_per_block * n_slopes * self.width)
+            return self._slopes[: b * n_slopes * width].view(n_slopes, b, width)
+
+        return view
+
+
+class _SlopeGradients:
+    """The gradients ``∂T_k/∂query`` and ``∂T_k/∂reference`` of the statistics with a slope, accumulated block by
+    block in two preallocated tensors, ``[K, N, D]`` and ``[K, M, D]`` (``K`` slopes), with one matrix product per
+    direction and block for all of them: the block's slopes sit in one reused ``[K, b, M]`` workspace (written
+    there by the row function, :meth:`PairBlock.slope_buffer`, or copied).
+
+    On the sync-free path (:func:`sync_free`) no count of non-zero slopes is read back (that would wait for the
+    device on every block) and the slopes are applied by dense products. Otherwise (the CPU by default) each slope
+    with at most :data:`SPARSE_SLOPE_DENSITY` non-zero entries is applied by sparse products, one read-back of its
+    count per slope and block.
+    """
+
+    def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor) -> None:
         self.similarity = similarity
         self.query = query
         self.reference = reference
-        self.per_stat: list[tuple[Tensor, Tensor] | None] = [None] * n_stats
+        self.sloped: list[int] | None = None
+        self.n_stats = 0
+        self.grad_query = query.new_zeros(0)
+        self.grad_reference = reference.new_zeros(0)
 
-    def add(self, block: PairBlock, slopes: Sequence[Tensor | None], factor: float) -> None:
-        if len(slopes) != len(self.per_stat):
-            raise ValueError(f"the row function returned {len(slopes)} sums, earlier blocks {len(self.per_stat)}")
-        for k, slope in enumerate(slopes):
-            if slope is None:
-                continue
-            if self.per_stat[k] is None:
-                self.per_stat[k] = (torch.zeros_like(self.query), torch.zeros_like(self.reference))
-            grad_query, grad_reference = self.per_stat[k]  # type: ignore[misc]
-            start = int(block.rows[0])
-            self._apply(
-                block,
-                slope,
-                factor,
-                grad_query[start : start + block.rows.numel()],
-                grad_reference[block.column_offset :],
-            )
-
-    def _apply(self, block: PairBlock, slope: Tensor, factor: float, grad_q: Tensor, grad_r: Tensor) -> None:
-        """Add the gradient of ``factor · Σ_ij slope_ij · s(q_i, r_j)``: two matmuls over the block, or two sparse
-        products over the non-zero slopes when there are few."""
-        active = int(slope.count_nonzero())
-        if active == 0:
+    def add(self, block: PairBlock, start: int, result: RowSums, factor: float) -> None:
+        slopes = result.slopes
+        present = [k for k, slope in enumerate(slopes) if slope is not None]
+        if self.sloped is None:
+            self.n_stats, self.sloped = len(slopes), present
+            n_sloped, (n, d), m = len(present), self.query.shape, self.reference.shape[0]
+            self.grad_query = self.query.new_zeros(n_sloped, n, d)
+            self.grad_reference = self.reference.new_zeros(n_sloped, m, d)
+        if len(slopes) != self.n_stats or present != self.sloped:
+            raise ValueError("the row function returned other sums or slopes than for earlier blocks")
+        if not present:
             return
-        weight: Tensor | SparsePairWeights
-        if active <= SPARSE_SLOPE_DENSITY * slope.numel() and block.sim.dtype in (torch.float32, torch.float64):
-            weight = SparsePairWeights.from_dense(slope, block.sim.dtype)
-        else:
-            weight = slope.to(block.sim.dtype)
-        self.similarity.add_pairwise_vjp(block.query, block.reference, block.sim, weight, grad_q, grad_r, factor)
+        b, width = block.sim.shape
+        offset = block.column_offset
+        grad_query = self.grad_query[:, start : start + b]
+        grad_reference = self.grad_reference[:, offset : offset + width]
+        sparse = (
+            SPARSE_SLOPE_DENSITY > 0
+            and not sync_free(block.sim.device)
+            and block.sim.dtype in (torch.float32, torch.float64)
+        )
+        if sparse:
+            for index, k in enumerate(present):
+                self._apply_one(block, slopes[k], factor, grad_query[index], grad_reference[index], sparse)  # type: ignore[arg-type]
+            return
+        weight = result.stacked
+        if weight is None:
+            weight = block.slope_buffer(len(present))
+            for index, k in enumerate(present):
+                weight[index].copy_(slopes[k])  # type: ignore[arg-type]
+        self.similarity.add_stacked_pairwise_vjp(
+            block.query, block.reference, block.sim, weight, grad_query, grad_reference, factor
+        )
+
+    def _apply_one(
+        self, block: PairBlock, slope: Tensor, factor: float, grad_q: Tensor, grad_r: Tensor, sparse: bool
+    ) -> None:
+        """Add the gradient of ``factor · Σ_ij slope_ij · s(q_i, r_j)``: two matmuls over the block, or (with the
+        sparse products enabled) two sparse products over the non-zero slopes when there are few."""
+        weight: Tensor | SparsePairWeights = slope.to(block.sim.dtype)
+        if sparse:
+            active = int(slope.count_nonzero())
+            if active == 0:
+                return
+            if active <= SPARSE_SLOPE_DENSITY * slope.numel():
+                weight = SparsePairWeights.from_dense(slope, block.sim.dtype)
+        if grad_q.is_contiguous() and grad_r.is_contiguous():
+            self.similarity.add_pairwise_vjp(block.query, block.reference, block.sim, weight, grad_q, grad_r, factor)
+            return
+        scratch_q, scratch_r = torch.zeros_like(grad_q), torch.zeros_like(grad_r)
+        self.similarity.add_pairwise_vjp(block.query, block.reference, block.sim, weight, scratch_q, scratch_r, factor)
+        grad_q.add_(scratch_q)
+        grad_r.add_(scratch_r)
 
     def combine(self, grad_total: Tensor) -> tuple[Tensor, Tensor]:
-        grad_query = torch.zeros_like(self.query)
-        grad_reference = torch.zeros_like(self.reference)
-        for g, per_stat in zip(grad_total.tolist(), self.per_stat, strict=True):
-            if per_stat is not None and g != 0:
-                grad_query.add_(per_stat[0], alpha=g)
-                grad_reference.add_(per_stat[1], alpha=g)
+        """``Σ_k (∂L/∂T_k) ∂T_k/∂(query, reference)``: two products, no value read back to the host."""
+        assert self.sloped is not None
+        weights = grad_total[self.sloped].to(self.grad_query.dtype)
+        grad_query = torch.tensordot(weights, self.grad_query, dims=1)
+        grad_reference = torch.tensordot(weights, self.grad_reference, dims=1)
         return grad_query, grad_reference
 
 
 class _RowBlockSums(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, plan: _Plan, query: Tensor, reference: Tensor, *params: Tensor) -> Tensor:
+    def forward(ctx: Any, plan: _Plan, query: Tensor, own_reference: Tensor | None, *params: Tensor) -> Tensor:
+        # ``own_reference`` is None when the queries are their own references (one tensor, passed once)
+        reference = query if own_reference is None else own_reference
         total: Tensor | None = None
         slope_gradients: _SlopeGradients | None = None
         factor = 2.0 if plan.symmetric else 1.0
         with torch.no_grad():
+            workspace = _Workspace(plan.similarity, query, reference, plan.block_size)
             for start, stop in plan.blocks(query.shape[0]):
-                block, result = plan.block_result(query[start:stop], reference, start, params)
+                block, result = plan.block_result(query[start:stop], reference, start, params, workspace)
                 if isinstance(result, RowSums):
                     if plan.wants_gradient and any(p.requires_grad for p in params):
                         raise ValueError("a row function that returns RowSums cannot take differentiable params")
                     if plan.wants_gradient:
                         if slope_gradients is None:
-                            slope_gradients = _SlopeGradients(plan.similarity, query, reference, len(result.slopes))
-                        slope_gradients.add(block, result.slopes, factor)
+                            slope_gradients = _SlopeGradients(plan.similarity, query, reference)
+                        slope_gradients.add(block, start, result, factor)
                     sums = result.values
                 else:
                     sums = result
-                sums = factor * sums.to(torch.float64)
-                total = sums if total is None else total + sums
+                if total is None:
+                    total = torch.zeros(sums.shape, dtype=torch.float64, device=sums.device)
+                total.add_(sums, alpha=factor)
         assert total is not None  # the engine is only called with at least one row
         ctx.plan = plan
         ctx.slope_gradients = slope_gradients
-        ctx.save_for_backward(query, reference, *params)
+        ctx.shared = own_reference is None
+        ctx.save_for_backward(query, *params) if ctx.shared else ctx.save_for_backward(query, reference, *params)
         return total.to(query.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_total: Tensor) -> tuple[Tensor | None, ...]:
-        query, reference, *params = ctx.saved_tensors
-        need = ctx.needs_input_grad[1:]
+        if ctx.shared:
+            query, *params = ctx.saved_tensors
+            reference = query
+            need = [ctx.needs_input_grad[1], ctx.needs_input_grad[1], *ctx.needs_input_grad[3:]]
+        else:
+            query, reference, *params = ctx.saved_tensors
+            need = list(ctx.needs_input_grad[1:])
         if ctx.slope_gradients is not None:
-            grad_query, grad_reference = ctx.slope_gradients.combine(grad_total)
-            return (None, grad_query if need[0] else None, grad_reference if need[1] else None, *[None] * len(params))
-        return (None, *_replay(ctx.plan, grad_total, query, reference, params, need))
+            grads = [*ctx.slope_gradients.combine(grad_total), *[None] * len(params)]
+        else:
+            grads = _replay(ctx.plan, grad_total, query, reference, params, need)
+        grad_query, grad_reference = (g if n else None for g, n in zip(grads[:2], need[:2], strict=True))
+        if ctx.shared:
+            total = grad_query if grad_reference is None else grad_reference.add_(grad_query)  # type: ignore[union-attr]
+            return (None, total, None, *grads[2:])
+        return (None, grad_query, grad_reference, *grads[2:])
 
 
 def _replay(
@@ -394,17 +549,18 @@ def row_block_sums(
         :func:`pairloss.training.distributed.cross_rank_pairs`, the local rows are the anchors, the batches of all
         ranks are the references, and ``T`` is summed over ranks.
     """
-    hook = CROSS_RANK.get()
+    hook = cross_rank_hook()
     q, r, q_labels, r_labels, offset = _prepare(similarity, query, query_labels, reference, reference_labels, hook)
     if block_size is None:
-        block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), working_copies)
+        largest = ENGINE_MAX_TEMPORARY_BYTES if sync_free(q.device) else memory.MAX_TEMPORARY_BYTES
+        block_size = auto_block_size(q.shape[0], r.shape[0], q.element_size(), working_copies, largest)
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     wants_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in (q, r, *params))
     selector = LabelPairs() if pairs is None else pairs
     symmetric = symmetric and selector.symmetric and hook is None and reference is None
     plan = _Plan(row_fn, similarity, selector, q_labels, r_labels, offset, block_size, symmetric, wants_gradient)
-    result: Tensor = _RowBlockSums.apply(plan, q, r, *params)
+    result: Tensor = _RowBlockSums.apply(plan, q, None if r is q else r, *params)
     return result if hook is None else hook.reduce(result)
 
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._sparse_pairs import SparsePairWeights
+from pairloss._tracing import host_reads_allowed
 
 __all__ = [
     "Exponential",
@@ -256,7 +257,11 @@ class LogSumExp:
         return f"LogSumExp(gamma={self.gamma!r}, add_one={self.add_one!r})"
 
 
-#: A mask with at most this fraction of true entries takes the gathered path of :meth:`LogSumExp.rows`.
+#: On the CPU outside :func:`torch.compile`, a mask with at most this fraction of true entries takes the gathered
+#: path of :meth:`LogSumExp.rows`. The gathered path has a data-dependent size (the caller reads the count back to
+#: the host, and :func:`torch.nonzero` does too): free on the CPU, a stall of the stream on a GPU and untraceable
+#: by ``torch.compile``, which therefore always take the dense path. 0 turns the gathered path off on the CPU too
+#: (see :func:`pairloss.engine.sync_free`).
 SPARSE_MASK_DENSITY = 0.05
 
 
@@ -287,7 +292,7 @@ def _log_sum_exp_rows(
     """
     floor = math.log(torch.finfo(s.dtype).tiny) + 2.0
     n_rows = s.shape[0]
-    if n_active <= SPARSE_MASK_DENSITY * mask.numel():
+    if SPARSE_MASK_DENSITY > 0 and n_active <= SPARSE_MASK_DENSITY * mask.numel() and host_reads_allowed(s.device):
         rows, columns = mask.nonzero(as_tuple=True)
         gathered = s[rows, columns]
         weight = None if margin_weight is None else margin_weight(gathered).mul_(-gamma)

@@ -23,10 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import cast
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+
+from pairloss._tracing import constant_when_traced
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -59,12 +62,13 @@ def _check_budget(n_bytes: int) -> int:
 
 
 def get_memory_budget() -> int:
-    """The bytes one blocked computation's temporaries may take here and now.
+    """The bytes one blocked computation's temporaries may take here and now (a constant of the graph under
+    :func:`torch.compile`)."""
+    return cast(int, _budget_now())
 
-    While :func:`torch.compile` traces, this is the program's budget (:func:`set_memory_budget`; a change of it
-    recompiles): a compiled graph cannot read the value of a :func:`memory_budget` block."""
-    if torch.compiler.is_compiling():
-        return _program_budget
+
+@constant_when_traced
+def _budget_now() -> int:
     scoped = _scoped_budget.get()
     return _program_budget if scoped is None else scoped
 

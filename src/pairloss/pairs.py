@@ -122,9 +122,16 @@ class PairSelector:
 
 
 def _self_and_triangle(
-    positive: Tensor, negative: Tensor, rows: Tensor, column_offset: int, self_offset: int | None, upper: bool
+    positive: Tensor,
+    negative: Tensor,
+    rows: Tensor,
+    column_offset: int,
+    self_offset: int | None,
+    upper: bool,
+    negative_excludes_self: bool = False,
 ) -> None:
-    """Remove the self-pairs (and, in the symmetric mode, the pairs ``j <= i``) from both masks, in place."""
+    """Remove the self-pairs (and, in the symmetric mode, the pairs ``j <= i``) from both masks, in place
+    (``negative_excludes_self``: the negative mask already leaves them out)."""
     b = rows.numel()
     if upper:
         keep = torch.ones(b, b, dtype=torch.bool, device=positive.device).triu_(1)
@@ -132,9 +139,11 @@ def _self_and_triangle(
         negative[:, :b] &= keep
     elif self_offset is not None:
         anchors = torch.arange(b, device=rows.device)
-        columns = rows + self_offset - column_offset
+        shift = self_offset - column_offset
+        columns = rows + shift if shift else rows
         positive[anchors, columns] = False
-        negative[anchors, columns] = False
+        if not negative_excludes_self:
+            negative[anchors, columns] = False
 
 
 class LabelPairs(PairSelector):
@@ -153,7 +162,9 @@ class LabelPairs(PairSelector):
     ) -> BlockPairs:
         positive = same_label(query_labels, reference_labels)
         negative = ~positive
-        _self_and_triangle(positive, negative, rows, column_offset, self_offset, upper_triangle)
+        # a class id always equals itself, so the self-pairs are already off the negative mask
+        single = query_labels.ndim == 1
+        _self_and_triangle(positive, negative, rows, column_offset, self_offset, upper_triangle, single)
         return BlockPairs(positive, negative)
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from pairloss import memory
-from pairloss._validation import check_floating, check_tensor
+from pairloss._validation import check_floating, check_tensor, checks_enabled
 from pairloss.links import Link
 from pairloss.modules import BatchAxis
 from pairloss.pairs import RelevancePairs
@@ -140,16 +140,14 @@ def prepare_lists(scores: Tensor, relevance: Tensor, group_ids: Tensor | None = 
 
 def _check_padded_values(scores: Tensor, relevance: Tensor, rel: Tensor) -> None:
     """The value checks of padded lists, reduced on the device to one flag: finite scores at the real items,
-    finite relevance, ``>= 0`` or the padding value. In eager mode the flag is read once (one host
-    synchronisation; the detailed ``ValueError`` is worked out only for a bad input); while
-    :func:`torch.compile` traces, it becomes an asynchronous device assertion, which needs no synchronisation and
-    no graph break."""
+    finite relevance, ``>= 0`` or the padding value. The flag is read once (one host synchronisation; the detailed
+    ``ValueError`` is worked out only for a bad input), and not at all with the checks off
+    (:func:`pairloss.set_checks`) or while :func:`torch.compile` traces."""
+    if not checks_enabled():
+        return
     real = rel != PAD
     good_relevance = torch.isfinite(rel) & (real.logical_not() | (rel >= 0))
     good = ((torch.isfinite(scores) | real.logical_not()) & good_relevance).all()
-    if torch.compiler.is_compiling():
-        torch._assert_async(good, "ranking inputs: NaN/inf scores at real items, or relevance not >= 0 or -1")
-        return
     if not bool(good):
         _check_relevance(relevance, flat=False)
         raise ValueError("scores contain NaN or infinite values at real (non-padded) items")

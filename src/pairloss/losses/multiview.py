@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairloss._validation import check_choice, check_floating, check_positive
-from pairloss.engine import CROSS_RANK, PairBlock, row_block_sums
+from pairloss.engine import PairBlock, cross_rank_hook, row_block_sums
 from pairloss.losses.base import BatchAxis, PairLoss, loss_module
 from pairloss.losses.ot import (
     DEFAULT_OT_MEMORY_BUDGET,
@@ -281,7 +281,7 @@ class M3GLoss(PairLoss):
 
 def _infonce_sum(query: Tensor, reference: Tensor, temperature: float) -> Tensor:
     """``Σ_i [−s_ii/τ + log Σ_j exp(s_ij/τ)]`` for cosine similarities of ``query[i]`` vs ``reference[j]``."""
-    if CROSS_RANK.get() is not None:
+    if cross_rank_hook() is not None:
         raise ValueError(
             "the multi-view InfoNCE losses pair objects by their index in the batch, which the engine's cross-rank "
             "pairs do not keep; wrap the loss in CrossRankLoss, which gathers the views along the object axis"

@@ -24,8 +24,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from pairloss import memory
-from pairloss._validation import check_positive
-from pairloss.engine import PairBlock, row_block_sums
+from pairloss._validation import check_positive, checks_enabled
+from pairloss.engine import PairBlock, dense_row_sums, row_block_sums
 from pairloss.losses.base import EmbeddingLoss, check_pair_inputs, loss_module
 from pairloss.pairs import reject_positional_reference
 from pairloss.reducers import MeanReducer, Reducer, get_reducer
@@ -223,17 +223,41 @@ def _reduced_over_queries(
         kept = has & reducer.keep(losses) if reducer.filters else has
         return torch.stack([torch.where(kept, losses, 0).sum(), kept.sum().to(losses.dtype)])
 
-    sums = row_block_sums(
-        row,
-        query,
-        query_labels,
-        reference,
-        ref_labels,
-        similarity=DotProductSimilarity(),
-        block_size=block_size,
-        working_copies=4,
-    )
+    if torch.compiler.is_compiling():
+        # the engine's backward replays blocks with torch.autograd.grad, which a compiled graph cannot hold: the
+        # whole [N, M] matrix under plain autograd instead (static shapes; see _static_ranks_above)
+        sums = dense_row_sums(row, query, query_labels, reference, ref_labels, similarity=DotProductSimilarity())
+    else:
+        sums = row_block_sums(
+            row,
+            query,
+            query_labels,
+            reference,
+            ref_labels,
+            similarity=DotProductSimilarity(),
+            block_size=block_size,
+            working_copies=4,
+        )
     return reducer.finish(sums[0], sums[1])
+
+
+def _static_ranks_above(sim: Tensor, self_columns: Tensor | None, tau: float) -> Tensor:
+    """``[b, M]``: ``Σ_{z ≠ self} σ((S[i, z] − S[i, x]) / τ)`` for every column ``x`` of every row ``i``, under
+    plain autograd and with shapes that do not depend on the data (the form :func:`torch.compile` traces; the
+    eager path gathers the positive pairs instead). Chunks of columns keep each ``[b, chunk, M]`` temporary near
+    the chunk size of the eager path, so the work is ``b · M²``, not ``b · M · |P|``."""
+    b, m = sim.shape
+    chunk = max(1, _CHUNK_TEMPORARY // max(1, b * m * sim.element_size()))
+    parts = []
+    for start in range(0, m, chunk):
+        candidates = sim[:, start : start + chunk]
+        sig = torch.sigmoid((sim[:, None, :] - candidates[:, :, None]) / tau)
+        total = sig.sum(2)
+        if self_columns is not None:
+            own = self_columns[:, None, None].expand(b, candidates.shape[1], 1)
+            total = total - sig.gather(2, own).squeeze(2)
+        parts.append(total)
+    return torch.cat(parts, dim=1)
 
 
 def _no_mined_pairs(name: str, indices_tuple: IndicesTuple | None) -> None:
@@ -298,6 +322,8 @@ def recall_at_k_surrogate_loss(
 
     def per_query(block: PairBlock) -> tuple[Tensor, Tensor] | None:
         sim = block.sim
+        if torch.compiler.is_compiling():
+            return static_per_query(block)
         rows, cols = torch.nonzero(block.positive, as_tuple=True)
         if rows.numel() == 0:
             return None
@@ -315,9 +341,23 @@ def recall_at_k_surrogate_loss(
         denominator = torch.minimum(cutoffs[None, :], n_pos[:, None]).clamp_min(1)
         return (1 - numerator / denominator).mean(1), has
 
+    def static_per_query(block: PairBlock) -> tuple[Tensor, Tensor]:
+        """The same losses with every column as a candidate positive (static shapes, for torch.compile)."""
+        sim = block.sim
+        self_columns = None if code_variant else _self_columns(block)
+        rank = 0.5 + _static_ranks_above(sim, self_columns, tau2)
+        cutoffs = torch.tensor(ks, dtype=sim.dtype, device=sim.device)
+        soft = torch.sigmoid((cutoffs[None, None, :] - rank[:, :, None]) / tau1)
+        numerator = torch.where(block.positive[:, :, None], soft, 0.0).sum(1)
+        if code_variant:
+            numerator = torch.minimum(numerator, cutoffs[None, :])
+        n_pos = block.positive.sum(1).to(sim.dtype)
+        denominator = torch.minimum(cutoffs[None, :], n_pos[:, None]).clamp_min(1)
+        return (1 - numerator / denominator).mean(1), n_pos > 0
+
     chosen = get_reducer(reducer, MeanReducer)
     loss = _reduced_over_queries(per_query, chosen, query, query_labels, reference, ref_labels, block_size)
-    if isinstance(chosen, MeanReducer) and bool(loss.detach() >= 1 - _SATURATED):
+    if isinstance(chosen, MeanReducer) and checks_enabled() and bool(loss.detach() >= 1 - _SATURATED):
         warnings.warn(
             f"RS@k is saturated (loss {float(loss.detach()):.6f}): every positive's smooth rank is so far above "
             f"max(k) = {max(ks)} that σ((k − rank)/tau1) vanishes, and so does the gradient. Typical of an untrained "

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pairloss._validation import check_pair_inputs
-from pairloss.engine import CROSS_RANK, PairBlock, RowFunction, row_block_sums
+from pairloss.engine import PairBlock, RowFunction, cross_rank_hook, row_block_sums
 from pairloss.pairs import MinedPairs, PairSelector, reject_positional_reference
 from pairloss.similarity import BaseSimilarity
 
@@ -92,7 +92,7 @@ def prepare_batch(
     embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
     pairs = None
     if indices_tuple is not None:
-        if CROSS_RANK.get() is not None:
+        if cross_rank_hook() is not None:
             raise ValueError("mined indices refer to this process's batch; they cannot be used across ranks")
         n_references = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
         pairs = MinedPairs(indices_tuple, embeddings.shape[0], n_references)

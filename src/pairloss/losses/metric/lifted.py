@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairloss.engine import CROSS_RANK, PairBlock
+from pairloss.engine import PairBlock, cross_rank_hook
 from pairloss.losses.base import EmbeddingLoss, loss_module
 from pairloss.losses.metric._common import (
     counts,
@@ -78,7 +78,7 @@ def lifted_structure_loss(
     """
     _no_reference("lifted_structure_loss", ref_emb, ref_labels)
     batch = prepare_batch(embeddings, labels, indices_tuple, None, None)
-    if CROSS_RANK.get() is not None:
+    if cross_rank_hook() is not None:
         raise ValueError("lifted_structure_loss needs the negatives of every reference; it cannot run across ranks")
     chosen = get_reducer(reducer, MeanReducer)
     sign = -1.0 if distance.is_inverted else 1.0

@@ -181,16 +181,15 @@ def supcon_loss(
     @torch.no_grad()
     def row(block: PairBlock) -> RowSums:
         # ∂ℓ_i/∂z_ij = softmax_A(z_i)_j − [j ∈ P_i] / |P_i| on the rows that count (|P_i| > 0 and kept)
-        rows, columns = block.positive.nonzero(as_tuple=True)
         log_normaliser, slope = log_softmax_parts(block.sim * scale, block.positive | block.negative)
         n_positive = block.positive.count_nonzero(dim=1)
-        positive_sum = torch.zeros_like(log_normaliser).index_add_(0, rows, block.sim[rows, columns] * scale)
+        positive_sum = torch.where(block.positive, block.sim, 0.0).sum(dim=1).mul_(scale)
         has = n_positive > 0
         loss = torch.where(has, log_normaliser - positive_sum / n_positive.clamp_min(1), 0.0)
         kept = chosen.keep(loss) if chosen.filters else torch.ones_like(has)
         loss = torch.where(kept, loss, 0.0)
-        share = n_positive.clamp_min(1).to(slope.dtype).reciprocal_()[rows]
-        slope.index_put_((rows, columns), -share, accumulate=True).mul_((kept & has).mul(scale)[:, None])
+        share = n_positive.clamp_min(1).to(slope.dtype).reciprocal_()
+        slope.sub_(torch.where(block.positive, share[:, None], 0.0)).mul_((kept & has).mul(scale)[:, None])
         total = loss.sum(dtype=torch.float64)
         values = torch.stack([total, kept.count_nonzero().double(), *counts(block, total)[:2]])
         return RowSums(values, (slope, None, None, None))

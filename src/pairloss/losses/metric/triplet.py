@@ -77,7 +77,10 @@ def _sorted_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool,
 
     @torch.no_grad()
     def row(block: PairBlock) -> RowSums:
-        if not block.positive.any():
+        # Under torch.compile the shapes must not depend on the data: the positives then stay in their own
+        # columns (a [b, M] table) instead of being packed into [b, K] (K = most positives in a row).
+        static = torch.compiler.is_compiling()
+        if not static and not block.positive.any():
             return RowSums(block.sim.new_zeros(3, dtype=torch.float64), (None, None, None))
         far = farness(block.sim, distance)
         n_rows, n_columns = far.shape
@@ -86,9 +89,13 @@ def _sorted_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool,
         prefix = F.pad(negatives.cumsum(dim=1), (1, 0))
         n_negatives = block.negative.sum(dim=1, keepdim=True)
 
-        rows, columns, slots, present = _left_aligned(block.positive)
-        positive_far = negatives.new_zeros(present.shape)
-        positive_far[rows, slots] = far[rows, columns].to(torch.float64)
+        if static:
+            present = block.positive
+            positive_far = torch.where(present, far, 0.0).to(torch.float64)
+        else:
+            rows, columns, slots, present = _left_aligned(block.positive)
+            positive_far = negatives.new_zeros(present.shape)
+            positive_far[rows, slots] = far[rows, columns].to(torch.float64)
         threshold = positive_far + margin
 
         def first_above(value: Tensor) -> Tensor:  # index of the first negative > value
@@ -120,7 +127,10 @@ def _sorted_triplet_row(distance: BaseSimilarity, margin: float, semihard: bool,
         ranges.scatter_add_(1, lo, present.long()).scatter_add_(1, hi, -present.long())
         holding = ranges[:, :n_columns].cumsum(dim=1).to(far.dtype)
         slope = torch.empty_like(far).scatter_(1, order, holding.mul_(-flip))
-        slope[rows, columns] = flip * count[rows, slots].to(far.dtype)
+        if static:
+            slope = torch.where(present, flip * count.to(far.dtype), slope)
+        else:
+            slope[rows, columns] = flip * count[rows, slots].to(far.dtype)
         return RowSums(values, (slope, None, None))
 
     return row
