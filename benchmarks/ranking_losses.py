@@ -1,9 +1,14 @@
-"""RankNet and LambdaRank forward + backward on padded lists: pairloss vs allRank's loss functions.
+"""RankNet, LambdaRank and LambdaLoss forward + backward on padded lists: pairloss vs allRank's loss functions.
 
 Input of every case: ``B`` lists of ``L`` items (float32), scores from a standard normal, graded relevance
 0–4, and the last 0–``L/2`` slots of each list padded (relevance ``-1``), the same seed for every
-implementation. Both losses use σ = 1; RankNet is the mean over pairs, LambdaRank (|ΔNDCG| weights, no
-truncation) the sum over pairs, allRank's defaults, so values and gradients are compared too.
+implementation. Every loss uses σ = 1; RankNet is the mean over pairs, LambdaRank (|ΔNDCG| weights, no
+truncation) and LambdaLoss (NDCG-Loss2++, μ = 10) the sum over pairs, allRank's defaults, so values and
+gradients are compared too.
+
+Conditions: ``idle`` (nothing started by the benchmark) and ``busy``: one competing process that spins on a core
+from before the measured process starts to after it ends (:func:`benchmarks.measure.busy_process`), so that
+pairloss and the peer meet the same contention.
 
 The peers:
 
@@ -17,13 +22,15 @@ The peers:
 * ``dense-reference``: when allRank is not available, the same formulas written directly in PyTorch here (one
   ``[B, L, L]`` tensor per pairwise quantity, no chunking), the way a dense implementation computes them.
 
-Run: ``python -m benchmarks.ranking_losses [--quick] [--out DIR]`` or ``python -m benchmarks --only
+Run: ``python -m benchmarks.ranking_losses [--quick] [--out DIR]`` (a full run regenerates the table of
+``docs/ranking.md``; ``--docs-only`` regenerates it from the JSON), or ``python -m benchmarks --only
 ranking_losses``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -37,18 +44,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.measure import ROOT, Case, Measurement, measure
-from benchmarks.report import compare, write_json
+from benchmarks.measure import CONDITIONS, ROOT, Case, Measurement, measure
+from benchmarks.report import compare, update_docs, write_json
 
 NAME = "ranking_losses"
 TITLE = "RankNet and LambdaRank, forward + backward, L = 100 items per list, float32"
 
-LOSSES = ("ranknet", "lambdarank")
+LOSSES = ("ranknet", "lambdarank", "lambdaloss")
 SIZES = (1000, 10000)
 QUICK_SIZES = (200, 1000)
 LENGTH = 100
+#: allRank's name of each loss's weighing scheme in ``lambdaLoss`` (RankNet is its own function there).
+ALLRANK_SCHEMES = {"lambdarank": "lambdaRank_scheme", "lambdaloss": "ndcgLoss2PP_scheme"}
 ALLRANK_VARIABLE = "ALLRANK_PATH"
 MODULE = "benchmarks.ranking_losses"
+#: The page whose ``<!-- bench:ranking_losses -->`` table a full run regenerates.
+DOCS_PAGE = ROOT / "docs" / "ranking.md"
 
 
 def _allrank_losses() -> types.ModuleType | None:
@@ -78,13 +89,15 @@ def _peer() -> str:
     return "allrank" if _allrank_losses() is not None else "dense-reference"
 
 
-def cases(quick: bool) -> list[Case]:
-    """pairloss and the peer, back to back, for each loss and number of lists."""
+def cases(quick: bool, sizes: tuple[int, ...] | None = None) -> list[Case]:
+    """pairloss and the peer, back to back, for each condition, loss and number of lists (``sizes``, default
+    :data:`SIZES`, or :data:`QUICK_SIZES` when ``quick``)."""
     peer = _peer()
     return [
-        Case(MODULE, loss, implementation, {"n": b, "length": LENGTH, "seed": 0})
+        Case(MODULE, loss, implementation, {"n": b, "length": LENGTH, "seed": 0}, condition=condition)
+        for condition in CONDITIONS
         for loss in LOSSES
-        for b in (QUICK_SIZES if quick else SIZES)
+        for b in (sizes or (QUICK_SIZES if quick else SIZES))
         for implementation in ("pairloss", peer)
     ]
 
@@ -107,8 +120,9 @@ def dense_ranknet(scores: Tensor, relevance: Tensor) -> Tensor:
     return F.softplus(-diff)[pairs].mean()
 
 
-def dense_lambdarank(scores: Tensor, relevance: Tensor) -> Tensor:
-    """LambdaRank (|ΔNDCG|-weighted RankNet in log base 2, summed over pairs) with dense ``[B, L, L]`` tensors."""
+def dense_lambda(scores: Tensor, relevance: Tensor, scheme: str = "lambdarank", mu: float = 10.0) -> Tensor:
+    """LambdaRank (|ΔNDCG|-weighted RankNet in log base 2, summed over pairs), or with ``scheme="lambdaloss"``
+    NDCG-Loss2++ (``μ δ_ij |G_i − G_j| + |ΔNDCG_ij|``), with dense ``[B, L, L]`` tensors."""
     valid = relevance != -1
     key = torch.where(valid, scores.detach(), torch.tensor(-math.inf))
     rank = key.argsort(dim=1, descending=True).argsort(dim=1).float()
@@ -117,7 +131,12 @@ def dense_lambdarank(scores: Tensor, relevance: Tensor) -> Tensor:
     ideal = gains.sort(dim=1, descending=True).values
     idcg = (ideal / torch.log2(torch.arange(2, relevance.shape[1] + 2).float())).sum(1, keepdim=True)
     g = gains / idcg.clamp_min(1e-10)
-    weights = (inv_d[:, :, None] - inv_d[:, None, :]).abs() * (g[:, :, None] - g[:, None, :]).abs()
+    gain_gap = (g[:, :, None] - g[:, None, :]).abs()
+    weights = (inv_d[:, :, None] - inv_d[:, None, :]).abs() * gain_gap
+    if scheme == "lambdaloss":
+        rank_gap = (rank[:, :, None] - rank[:, None, :]).abs().clamp_min(1.0)
+        delta = 1.0 / torch.log2(1.0 + rank_gap) - 1.0 / torch.log2(2.0 + rank_gap)
+        weights = weights + mu * delta * gain_gap
     pairs = (relevance[:, :, None] > relevance[:, None, :]) & valid[:, :, None] & valid[:, None, :]
     diff = scores[:, :, None] - scores[:, None, :]
     return (weights * F.softplus(-diff) / math.log(2.0))[pairs].sum()
@@ -129,30 +148,39 @@ def setup(case: Case) -> tuple[Callable[[], Tensor], Tensor]:
     scores, relevance = make_lists(params["n"], params["length"], params["seed"])
     scores.requires_grad_()
     if case.implementation == "pairloss":
-        from pairloss.losses.ranking import lambdarank_loss, ranknet_loss
+        from pairloss.losses.ranking import lambda_loss, lambdarank_loss, ranknet_loss
 
-        if case.loss == "ranknet":
-            return (lambda: ranknet_loss(scores, relevance)), scores
-        return (lambda: lambdarank_loss(scores, relevance)), scores
-    if case.implementation == "allrank":
+        pairloss_steps = {
+            "ranknet": lambda: ranknet_loss(scores, relevance),
+            "lambdarank": lambda: lambdarank_loss(scores, relevance),
+            "lambdaloss": lambda: lambda_loss(scores, relevance, weighing_scheme="ndcg_loss2pp"),
+        }
+        step = pairloss_steps[case.loss]
+    elif case.implementation == "allrank":
         losses = _allrank_losses()
         if losses is None:
             raise ImportError("allRank is not importable (set ALLRANK_PATH)")
         if case.loss == "ranknet":
-            return (lambda: losses.rankNet(scores, relevance)), scores
-        return (lambda: losses.lambdaLoss(scores, relevance, weighing_scheme="lambdaRank_scheme")), scores
-    if case.loss == "ranknet":
-        return (lambda: dense_ranknet(scores, relevance)), scores
-    return (lambda: dense_lambdarank(scores, relevance)), scores
+            step = lambda: losses.rankNet(scores, relevance)  # noqa: E731
+        else:
+            scheme = ALLRANK_SCHEMES[case.loss]
+            step = lambda: losses.lambdaLoss(scores, relevance, weighing_scheme=scheme)  # noqa: E731
+    elif case.loss == "ranknet":
+        step = lambda: dense_ranknet(scores, relevance)  # noqa: E731
+    else:
+        step = lambda: dense_lambda(scores, relevance, case.loss)  # noqa: E731
+    return step, scores
 
 
-def run(out_dir: Path, quick: bool, *, repeats: int = 2, time_cap: float = 240.0) -> list[dict[str, Any]]:
+def run(
+    out_dir: Path, quick: bool, *, repeats: int = 2, time_cap: float = 240.0, sizes: tuple[int, ...] | None = None
+) -> list[dict[str, Any]]:
     """Measure every case (each in a fresh memory-capped process) and write ``out_dir/ranking_losses.json``."""
     memory_cap = 20 * 2**30
     measurements: list[Measurement] = []
     failed: set[tuple[str, str]] = set()
     with tempfile.TemporaryDirectory(prefix="pairloss-bench-") as grad_dir:
-        for case in cases(quick):
+        for case in cases(quick, sizes):
             if (case.loss, case.implementation) in failed:
                 measurements.append(Measurement(case, "skipped", message="failed at a smaller size"))
                 continue
@@ -162,7 +190,8 @@ def run(out_dir: Path, quick: bool, *, repeats: int = 2, time_cap: float = 240.0
             measurements.append(result)
             seconds = f"{result.median_s:.3f} s" if result.median_s is not None else result.message
             peak = f"{result.peak_bytes / 2**20:,.0f} MiB" if result.peak_bytes is not None else ""
-            print(f"{case.loss} {case.implementation} B={case.params['n']}: {result.status} {seconds} {peak}")
+            label = f"{case.condition} {case.loss} {case.implementation} B={case.params['n']}"
+            print(f"{label}: {result.status} {seconds} {peak}", flush=True)
         settings = {"quick": quick, "repeats": repeats, "time_cap_s": time_cap, "memory_cap_bytes": memory_cap}
         stem = f"{NAME}-quick" if quick else NAME
         write_json(out_dir / f"{stem}.json", NAME, TITLE, settings, measurements)
@@ -177,9 +206,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         return f"{value / scale:,.{digits}f}" if status == "ok" and value is not None else status.upper()
 
     lines = [
-        "| loss | lists × items | peer | pairloss time (s) | peer time (s) | speed-up (peer/pairloss) "
+        "| condition | loss | lists × items | peer | pairloss time (s) | peer time (s) | speed-up (peer/pairloss) "
         "| pairloss peak (MiB) | peer peak (MiB) | memory (pairloss/peer) | value rel. diff | grad rel. diff |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         speedup = f"{row['speedup']:.1f}×" if row["speedup"] is not None else "—"
@@ -187,7 +216,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         value = f"{row['value_rel_diff']:.1e}" if row["value_rel_diff"] is not None else "—"
         grad = f"{row['grad_rel_diff']:.1e}" if row["grad_rel_diff"] is not None else "—"
         lines.append(
-            f"| {row['loss']} | {row['n']} × {row['length']} | {row['peer']} "
+            f"| {row.get('condition', 'idle')} | {row['loss']} | {row['n']} × {row['length']} | {row['peer']} "
             f"| {cell(row['pairloss_status'], row['pairloss_median_s'])} "
             f"| {cell(row['peer_status'], row['peer_median_s'])} | {speedup} "
             f"| {cell(row['pairloss_status'], row['pairloss_peak_bytes'], 2**20, 0)} "
@@ -201,8 +230,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--lists", type=int, nargs="+", help="numbers of lists to run (default: 1000 10000)")
+    parser.add_argument("--docs-only", action="store_true", help="regenerate the docs table from the JSON")
     args = parser.parse_args(argv)
-    print(markdown_table(run(args.out, args.quick, repeats=args.repeats)))
+    sizes = tuple(args.lists) if args.lists else None
+    if args.docs_only:
+        rows = json.loads((args.out / f"{NAME}.json").read_text())["comparisons"]
+    else:
+        rows = run(args.out, args.quick, repeats=args.repeats, sizes=sizes)
+    table = markdown_table(rows)
+    print(table)
+    if not args.quick and sizes is None:
+        update_docs(DOCS_PAGE, NAME, table)
 
 
 if __name__ == "__main__":

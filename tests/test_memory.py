@@ -9,7 +9,7 @@ from torch import Tensor
 
 import pairloss
 from pairloss import functional, memory
-from pairloss.losses import multilabel, ranking, recall
+from pairloss.losses import multilabel, recall
 from pairloss.losses.ot import multimarginal_sinkhorn
 
 
@@ -66,16 +66,16 @@ def test_engine_blocks_follow_the_budget() -> None:
 def test_list_losses_follow_the_budget() -> None:
     scores, relevance = torch.randn(6, 9, dtype=torch.float64), torch.randint(0, 3, (6, 9)).double()
     blocks: list[int] = []
-    original = ranking.pairwise_sum
+    original = memory.row_blocks
 
-    def spy(scores_: Tensor, *args: object, **kwargs: object) -> object:
-        blocks.append(memory.rows_per_block(scores_.shape[0], 10 * 81 * 8))
-        return original(scores_, *args, **kwargs)
+    def spy(n_rows: int, block_size: int) -> list[tuple[int, int]]:
+        blocks.append(block_size)
+        return original(n_rows, block_size)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ranking, "pairwise_sum", spy)
+        patch.setattr(memory, "row_blocks", spy)
         full = functional.lambda_loss(scores, relevance)
-        with pairloss.memory_budget(10 * 81 * 8 * 2):
+        with pairloss.memory_budget(3 * 81 * 8 * 2):  # two lists of three [9, 9] float64 workspaces
             small = functional.lambda_loss(scores, relevance)
     assert blocks == [6, 2]
     assert small.item() == pytest.approx(full.item(), rel=1e-12)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 import pairloss
 from pairloss import functional as PF
@@ -24,6 +25,7 @@ from pairloss.losses import (
     registered_losses,
 )
 from pairloss.losses._lists import group_to_lists
+from pairloss.pairs import RelevancePairs
 
 # ------------------------------------------------------------------ slow references (plain Python over items)
 
@@ -405,3 +407,38 @@ def test_bad_group_inputs_and_options_raise():
         PF.ranknet_loss(s2, y2, sigma=0.0)
     with pytest.raises(ValueError, match="reduction"):
         PF.ranknet_loss(s2, y2, reduction="none")
+
+
+@pytest.mark.parametrize("fn", [PF.ranknet_loss, PF.lambda_loss, PF.lambdarank_loss])
+def test_blocks_shared_by_threads_give_the_single_thread_result(fn) -> None:
+    """On the CPU the logistic pair sums share their blocks between threads; the value and gradient are the same
+    as on one thread (each block's sum has its own slot), also under inference mode, and the thread count is
+    restored after the call."""
+    s, y = _batch(b=9, length=6, seed=3)
+    threads = torch.get_num_threads()
+
+    def value_and_grad(n_threads: int) -> tuple[Tensor, Tensor]:
+        torch.set_num_threads(n_threads)
+        leaf = s.clone().requires_grad_(True)
+        with pairloss.memory_budget(3 * 36 * 8 * 2):  # two lists per block: five blocks
+            value = fn(leaf, y)
+        value.backward()
+        assert torch.get_num_threads() == n_threads
+        return value.detach(), leaf.grad
+
+    try:
+        one, shared = value_and_grad(1), value_and_grad(2)
+        with torch.inference_mode(), pairloss.memory_budget(3 * 36 * 8 * 2):
+            inferred = fn(s, y)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], shared[0]) and torch.equal(one[1], shared[1])
+    assert torch.equal(inferred, one[0])
+
+
+@pytest.mark.parametrize("threshold", [None, 1.5])
+def test_relevance_pair_count_is_the_number_of_masked_pairs(threshold) -> None:
+    _, y = _batch(b=6, length=9, seed=4)
+    valid = y != -1
+    pairs = RelevancePairs(threshold)
+    assert int(pairs.count(y, valid)) == int(pairs.mask(y, valid).sum()) > 0

@@ -339,15 +339,30 @@ class RelevancePairs:
     def __init__(self, threshold: float | None = None) -> None:
         self.threshold = threshold
 
-    def mask(self, relevance: Tensor, valid: Tensor) -> Tensor:
-        """``[B, L, L]`` bool: the pairs of each list (one pass over the pairs: padded items are moved out of
-        reach on the ``[B, L]`` side first)."""
+    def sides(self, relevance: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """``(above, below)`` ``[B, L]`` such that ``(i, j)`` is a pair exactly when ``above_i > below_j``: padded
+        items are moved out of reach (``−∞`` above, ``+∞`` below)."""
+        low = torch.full((), float("-inf"), dtype=relevance.dtype, device=relevance.device)
+        high = torch.full((), float("inf"), dtype=relevance.dtype, device=relevance.device)
         if self.threshold is None:
-            above = torch.where(valid, relevance, float("-inf"))
-            below = torch.where(valid, relevance, float("inf"))
-            return above[:, :, None] > below[:, None, :]
+            return torch.where(valid, relevance, low), torch.where(valid, relevance, high)
         relevant = relevance > self.threshold
-        return (valid & relevant)[:, :, None] & (valid & ~relevant)[:, None, :]
+        one, zero = torch.ones_like(low), torch.zeros_like(low)
+        return torch.where(valid & relevant, one, low), torch.where(valid & ~relevant, zero, high)
+
+    def mask(self, relevance: Tensor, valid: Tensor) -> Tensor:
+        """``[B, L, L]`` bool: the pairs of each list (one pass over the pairs, from :meth:`sides`)."""
+        above, below = self.sides(relevance, valid)
+        return above[:, :, None] > below[:, None, :]
+
+    def count(self, relevance: Tensor, valid: Tensor) -> Tensor:
+        """The number of pairs of all lists (0-dim, int64), from one sort per list: no ``[B, L, L]`` work.
+
+        Item ``i`` is above ``#{j : below_j < above_i}`` items, found by a binary search in the sorted ``below``.
+        """
+        above, below = self.sides(relevance, valid)
+        ordered = torch.sort(below, dim=-1).values
+        return torch.searchsorted(ordered, above.contiguous(), right=False).sum()
 
     def __repr__(self) -> str:
         return f"RelevancePairs(threshold={self.threshold!r})"

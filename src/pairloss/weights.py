@@ -44,6 +44,7 @@ __all__ = [
     "dcg_discounts",
     "exp_gains",
     "ideal_dcg",
+    "rank_order",
     "rank_positions",
     "top_n_membership",
 ]
@@ -148,10 +149,15 @@ def ideal_dcg(relevance: Tensor, valid: Tensor, k: int | None = None) -> Tensor:
     return (ideal * disc).sum(-1)
 
 
+def rank_order(scores: Tensor, valid: Tensor) -> Tensor:
+    """``[B, L]``: the items of each list by descending (detached) score, padded items last, ties by position."""
+    key = torch.where(valid, scores.detach(), torch.full((), -math.inf, dtype=scores.dtype, device=scores.device))
+    return torch.argsort(key, dim=-1, descending=True, stable=True)
+
+
 def rank_positions(scores: Tensor, valid: Tensor) -> Tensor:
     """0-based rank of every item when sorted by descending score (padded items last, ties by position)."""
-    key = torch.where(valid, scores.detach(), torch.full((), -math.inf, dtype=scores.dtype))
-    order = torch.argsort(key, dim=-1, descending=True, stable=True)
+    order = rank_order(scores, valid)
     positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
     return torch.empty_like(order).scatter_(-1, order, positions)
 
@@ -206,6 +212,22 @@ class LambdaWeight(ListWeight):
         if scheme not in LAMBDA_SCHEMES:
             raise ValueError(f"scheme must be one of {LAMBDA_SCHEMES}, got {scheme!r}")
         self.scheme, self.k, self.mu = scheme, k, float(mu)
+
+    def rank_factor(self, length: int, like: Tensor) -> Tensor:
+        """``[length, length]``: the part of ``w_ij`` that depends on the ranks only, for the items at (0-based)
+        ranks ``p`` and ``q`` of lists sorted by score; the weight of such a pair is this factor times
+        ``|G_p − G_q|`` (``"lambdarank"``, ``"ndcg_loss2"``, ``"ndcg_loss2pp"``). Not defined for
+        ``"ndcg_loss1"``, whose weight ``G_p / D_p`` is not a product with the gain gap."""
+        if self.scheme == "ndcg_loss1":
+            raise ValueError("the ndcg_loss1 weight G_i / D_i has no factor over the gain gap")
+        rank = torch.arange(length, device=like.device)
+        inv_d = 1.0 / torch.log2(2.0 + rank.to(like.dtype))
+        discount_gap = (inv_d[:, None] - inv_d[None, :]).abs()
+        if self.scheme == "lambdarank":
+            return discount_gap
+        rank_gap = (rank[:, None] - rank[None, :]).abs().to(like.dtype).clamp_min(1.0)
+        delta = 1.0 / torch.log2(1.0 + rank_gap) - 1.0 / torch.log2(2.0 + rank_gap)
+        return delta if self.scheme == "ndcg_loss2" else self.mu * delta + discount_gap
 
     def __call__(self, scores: Tensor, relevance: Tensor, valid: Tensor) -> Tensor:
         rank = rank_positions(scores, valid)

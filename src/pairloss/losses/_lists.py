@@ -8,7 +8,9 @@ Python loop over groups.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +18,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from pairloss import memory
-from pairloss._validation import check_floating, check_tensor
+from pairloss._validation import check_floating, check_tensor, checks_enabled
 from pairloss.links import Link
 from pairloss.modules import BatchAxis
 from pairloss.pairs import RelevancePairs
@@ -32,6 +34,7 @@ __all__ = [
     "group_to_lists",
     "ideal_dcg",
     "list_pair_loss",
+    "logistic_pair_sum",
     "pairwise_sum",
     "prepare_lists",
 ]
@@ -120,11 +123,12 @@ def prepare_lists(scores: Tensor, relevance: Tensor, group_ids: Tensor | None = 
             raise ValueError(
                 f"relevance must have the shape of scores {tuple(scores.shape)}, got {tuple(relevance.shape)}"
             )
-        _check_relevance(relevance, flat=False)
+        if relevance.dtype == torch.bool or relevance.is_complex():
+            raise ValueError(f"relevance must be a real integer or floating tensor, got {relevance.dtype}")
         rel = relevance.to(device=scores.device, dtype=scores.dtype)
+        if scores.numel():
+            _check_padded_values(scores, relevance, rel)
     valid = rel != PAD
-    if scores.numel() and not bool(torch.isfinite(scores[valid]).all()):
-        raise ValueError("scores contain NaN or infinite values at real (non-padded) items")
     scores = torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
     n_valid = valid.sum(-1)
     big = torch.finfo(scores.dtype).max
@@ -132,6 +136,21 @@ def prepare_lists(scores: Tensor, relevance: Tensor, group_ids: Tensor | None = 
     bottom = torch.where(valid, rel, big).amin(-1) if rel.shape[-1] else rel.new_zeros(rel.shape[0])
     informative = (n_valid >= 2) & (top > bottom)
     return Lists(scores, rel, valid, informative)
+
+
+def _check_padded_values(scores: Tensor, relevance: Tensor, rel: Tensor) -> None:
+    """The value checks of padded lists, reduced on the device to one flag: finite scores at the real items,
+    finite relevance, ``>= 0`` or the padding value. The flag is read once (one host synchronisation; the detailed
+    ``ValueError`` is worked out only for a bad input), and not at all with the checks off
+    (:func:`pairloss.set_checks`) or while :func:`torch.compile` traces."""
+    if not checks_enabled():
+        return
+    real = rel != PAD
+    good_relevance = torch.isfinite(rel) & (real.logical_not() | (rel >= 0))
+    good = ((torch.isfinite(scores) | real.logical_not()) & good_relevance).all()
+    if not bool(good):
+        _check_relevance(relevance, flat=False)
+        raise ValueError("scores contain NaN or infinite values at real (non-padded) items")
 
 
 def _check_relevance(relevance: Tensor, *, flat: bool) -> None:
@@ -237,3 +256,131 @@ def list_pair_loss(
 
     total, count = pairwise_sum(lists.scores, select, link, reducer=reducer, pair_tensors=10)
     return reducer.finish(total, count)
+
+
+#: How :func:`logistic_pair_sum` forms a block's pair weights from the per-item vectors ``a`` and ``b`` ``[B, L]``:
+#: ``"order"``: ``W_ij = [a_i > b_j]``; ``"gap"``: ``W_ij = max(a_i − b_j, 0)``; ``"product"``: ``W_ij = a_i b_j``.
+PAIR_FORMS = ("order", "gap", "product")
+
+
+def _pair_weights(a: Tensor, b: Tensor, form: str, factor: Tensor | None, out: Tensor) -> Tensor:
+    """Write the ``[b, L, L]`` weights of one block (see :data:`PAIR_FORMS`), times ``factor [L, L]`` when given,
+    into ``out``."""
+    if form == "order":
+        torch.gt(a[:, :, None], b[:, None, :], out=out)
+    elif form == "gap":
+        torch.sub(a[:, :, None], b[:, None, :], out=out).clamp_min_(0.0)
+    else:
+        torch.mul(a[:, :, None], b[:, None, :], out=out)
+    return out if factor is None else out.mul_(factor)
+
+
+def _block_workers(device: torch.device, n_blocks: int) -> int:
+    """How many threads share the blocks of a CPU computation: one per intra-op thread (each block's kernels then
+    run on one thread), one on other devices, for a single block, and while :func:`torch.compile` traces."""
+    if device.type != "cpu" or n_blocks < 2 or torch.compiler.is_compiling():
+        return 1
+    return min(torch.get_num_threads(), n_blocks)
+
+
+def _run_blocks(n_blocks: int, workers: int, run: Callable[[Iterator[int]], None]) -> None:
+    """``run(block indices)`` on ``workers`` threads that take the next block when they finish one, with every
+    kernel on one thread meanwhile (``torch.set_num_threads(1)``, restored after); in the calling thread when
+    ``workers`` is 1. On a busy machine a thread that loses its core delays only its own block, where a kernel
+    split across threads waits for the slowest of them at every step."""
+    if workers == 1:
+        run(iter(range(n_blocks)))
+        return
+    lock = threading.Lock()
+    pending = iter(range(n_blocks))
+
+    def claimed() -> Iterator[int]:
+        while True:
+            with lock:
+                index = next(pending, None)
+            if index is None:
+                return
+            yield index
+
+    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: the workers take the caller's
+
+    def work() -> None:
+        with torch.inference_mode(inference), torch.no_grad():
+            run(claimed())
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(work) for _ in range(workers)]:
+                future.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _LogisticPairSums(torch.autograd.Function):
+    """``Σ_ij W_ij log(1 + e^{−σ(s_i − s_j)})`` over all lists, block by block, with the gradient formed in the same
+    pass: ``∂/∂s_i = σ Σ_j (W_ji q_ji − W_ij q_ij)``, ``q_ij = sigmoid(−σ(s_i − s_j))``. Per block: the weights, one
+    broadcast difference, one log-sigmoid, one sigmoid, written into three ``[b, L, L]`` workspaces allocated once
+    per thread and reused by each of its blocks (fresh temporaries cost more than the arithmetic on them); no masks,
+    no host synchronisation. On the CPU the blocks are shared by threads (:func:`_run_blocks`); each block's sum
+    goes to its own slot, so the total is the same for any schedule."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx,
+        scores: Tensor,
+        a: Tensor,
+        b: Tensor,
+        factor: Tensor | None,
+        form: str,
+        sigma: float,
+        block_size: int,
+    ) -> Tensor:
+        wants_gradient = bool(ctx.needs_input_grad[0])  # type: ignore[attr-defined]
+        scaled = scores.detach() if sigma == 1.0 else scores.detach() * sigma
+        n_lists, length = scores.shape
+        blocks = memory.row_blocks(n_lists, block_size)
+        totals = scores.new_zeros(len(blocks), dtype=torch.float64)
+        grad = torch.zeros_like(scores) if wants_gradient else None
+        rows = min(block_size, n_lists)
+
+        def run(indices: Iterator[int]) -> None:
+            weight_space, margin_space, value_space = (scores.new_empty((rows, length, length)) for _ in range(3))
+            for index in indices:
+                start, stop = blocks[index]
+                size = stop - start
+                t = scaled[start:stop]
+                weights = _pair_weights(a[start:stop], b[start:stop], form, factor, weight_space[:size])
+                z = torch.sub(t[:, :, None], t[:, None, :], out=margin_space[:size])  # σ(s_i − s_j)
+                value = torch.ops.aten.log_sigmoid.out(z, out=value_space[:size])  # −log(1 + e^{−z})
+                totals[index] = value.mul_(weights).sum().neg()
+                if grad is not None:
+                    q = z.neg_().sigmoid_().mul_(weights)
+                    grad[start:stop] = q.sum(1) - q.sum(2)
+
+        _run_blocks(len(blocks), _block_workers(scores.device, len(blocks)), run)
+        if grad is not None:
+            ctx.save_for_backward(grad if sigma == 1.0 else grad.mul_(sigma))
+        return totals.sum().to(scores.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_total: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad * grad_total, None, None, None, None, None, None
+
+
+def logistic_pair_sum(
+    scores: Tensor, a: Tensor, b: Tensor, *, form: str, factor: Tensor | None = None, sigma: float = 1.0
+) -> Tensor:
+    """``Σ_lists Σ_ij W_ij log(1 + exp(−σ (s_i − s_j)))`` with constant pair weights ``W`` built per block from
+    ``a``, ``b`` ``[B, L]`` (:data:`PAIR_FORMS`) and an optional rank factor ``factor [L, L]``; ``W`` is 0 off the
+    pairs. The weighted logistic loss of RankNet and LambdaLoss, in blocks whose temporaries the memory budget
+    bounds (:mod:`pairloss.memory`), with the gradient formed in the forward pass (first order only)."""
+    if form not in PAIR_FORMS:
+        raise ValueError(f"form must be one of {PAIR_FORMS}, got {form!r}")
+    row_bytes = max(scores.shape[-1], 1) ** 2 * scores.element_size()
+    block_size = memory.rows_per_block(scores.shape[0], row_bytes, 3, max_temporary=memory.MAX_TEMPORARY_BYTES)
+    total: Tensor = _LogisticPairSums.apply(scores, a, b, factor, form, float(sigma), block_size)
+    return total

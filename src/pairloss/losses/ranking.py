@@ -10,11 +10,15 @@ is the one exception, see its docstring).
 Pairs are all ``(i, j)`` of one list with ``y_i > y_j`` (:class:`pairloss.pairs.RelevancePairs`); their margin is
 ``s_i − s_j``. The pairwise terms are computed as ``[b, L, L]`` tensors over blocks of ``b`` lists whose size the
 memory budget bounds (:mod:`pairloss.memory`), so long lists never hold the whole batch's pair tensors. The pairwise
-losses (RankNet, hinge, soft zero-one, LambdaLoss) are a link from :mod:`pairloss.links` (logistic, hinge, sigmoid)
-and a weight from :mod:`pairloss.weights` (LambdaLoss's) on the shared list-pair evaluator
+losses (hinge, soft zero-one) are a link from :mod:`pairloss.links` on the shared list-pair evaluator
 (:func:`pairloss.losses._lists.pairwise_sum`), which forms each block's gradient from the link's derivative in the
-forward pass; ApproxNDCG and NeuralNDCG are not sums over pairs of a link, so they run each block under activation
-checkpointing (:func:`pairloss.memory.blocked_sum`).
+forward pass. RankNet and LambdaLoss (every weighting scheme) use the logistic evaluator
+(:func:`pairloss.losses._lists.logistic_pair_sum`): LambdaLoss sorts each list by score once, so that its
+rank-dependent weights are one constant ``[L, L]`` matrix (:meth:`pairloss.weights.LambdaWeight.rank_factor`), and
+each block's weights, margins, log-sigmoid and sigmoid are written into workspaces reused by every block, with no
+masks and no host synchronisation; both run under ``torch.compile(fullgraph=True)`` on padded lists. ApproxNDCG and
+NeuralNDCG are not sums over pairs of a link, so they run each block under activation checkpointing
+(:func:`pairloss.memory.blocked_sum`).
 
 Names follow allRank / TF-Ranking:
 
@@ -52,13 +56,13 @@ from pairloss.losses._lists import (
     exp_gains,
     ideal_dcg,
     list_pair_loss,
-    pairwise_sum,
+    logistic_pair_sum,
     prepare_lists,
 )
 from pairloss.losses.base import PairLoss, loss_module, mean_of_active
 from pairloss.pairs import RelevancePairs
 from pairloss.reducers import MeanReducer, Reducer, SumReducer
-from pairloss.weights import LAMBDA_SCHEMES, LambdaWeight, Uniform, rank_positions
+from pairloss.weights import LAMBDA_SCHEMES, LambdaWeight, Uniform, rank_order
 
 __all__ = [
     "LAMBDA_SCHEMES",
@@ -120,7 +124,10 @@ def ranknet_loss(
     check_positive(sigma, "sigma")
     check_choice(reduction, "reduction", _REDUCTIONS)
     lists = prepare_lists(scores, relevance, group_ids)
-    return _pairwise(lists, links.Logistic(sigma), reduction)
+    pairs = RelevancePairs()
+    above, below = pairs.sides(lists.relevance, lists.valid)
+    total = logistic_pair_sum(lists.scores, above, below, form="order", sigma=sigma)
+    return _reducer(reduction).finish(total, pairs.count(lists.relevance, lists.valid).to(total.dtype))
 
 
 def pairwise_hinge_loss(
@@ -199,25 +206,46 @@ def lambda_loss(
     check_positive(mu, "mu", allow_zero=True)
     check_choice(reduction, "reduction", _REDUCTIONS)
     lists = prepare_lists(scores, relevance, group_ids)
+    total, count = _lambda_sums(lists, weighing_scheme, k, sigma, mu)
+    return _reducer(reduction).finish(total / math.log(2.0), count.to(total.dtype))
 
-    weight = None if weighing_scheme is None else LambdaWeight(weighing_scheme, k, mu)
-    ordered = RelevancePairs()
 
-    def select(s: Tensor, part: slice) -> tuple[Tensor, Tensor | float]:
-        y, valid, informative = lists.relevance[part], lists.valid[part], lists.informative[part]
-        if weighing_scheme == "ndcg_loss1":
-            eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
-            pairs = valid[:, :, None] & valid[:, None, :] & ~eye & informative[:, None, None]
-        else:
-            pairs = ordered.mask(y, valid)
-        if k is not None:
-            top = rank_positions(s, valid) < k
-            pairs = pairs & top[:, :, None] & top[:, None, :]
-        return pairs, 1.0 if weight is None else weight(s, y, valid)
+def _lambda_sums(lists: Lists, scheme: str | None, k: int | None, sigma: float, mu: float) -> tuple[Tensor, Tensor]:
+    """``(Σ_{(i,j) ∈ P} w_ij log(1 + e^{−σ(s_i − s_j)}), |P|)`` of :func:`lambda_loss` (natural log).
 
-    link = links.Logistic(sigma) * (1.0 / math.log(2.0))
-    total, count = pairwise_sum(lists.scores, select, link, pair_tensors=10)
-    return _reducer(reduction).finish(total, count)
+    The lists are sorted by their (detached) scores first, with one ``[B, L]`` sort: there the rank of an item is
+    its position, so every rank-dependent part of ``w_ij`` is one constant ``[L, L]`` matrix
+    (:meth:`LambdaWeight.rank_factor`), the top-``k`` pairs are the leading ``k × k`` block, and a pair's weight is
+    that factor times ``max(G_i − G_j, 0)``, which is ``|G_i − G_j|`` on the pairs ``y_i > y_j`` and 0 off them.
+    """
+    pairs = RelevancePairs()
+    if scheme is None and k is None:
+        above, below = pairs.sides(lists.relevance, lists.valid)
+        total = logistic_pair_sum(lists.scores, above, below, form="order", sigma=sigma)
+        return total, pairs.count(lists.relevance, lists.valid)
+    length = lists.scores.shape[-1]
+    top = length if k is None else min(k, length)
+    order = rank_order(lists.scores, lists.valid)[:, :top]
+    s, y, valid = lists.scores.gather(1, order), lists.relevance.gather(1, order), lists.valid.gather(1, order)
+    if scheme is None:
+        above, below = pairs.sides(y, valid)
+        total = logistic_pair_sum(s, above, below, form="order", sigma=sigma)
+        return total, pairs.count(y, valid)
+    idcg = ideal_dcg(lists.relevance, lists.valid, k).clamp_min(torch.finfo(s.dtype).tiny)
+    gain = (exp_gains(lists.relevance, lists.valid) / idcg[:, None]).gather(1, order)
+    if scheme == "ndcg_loss1":
+        # w_ij = G_i / D_i over the real pairs i ≠ j of informative lists
+        per_item = gain * dcg_discounts(top, s)
+        others = (valid & lists.informative[:, None]).to(s.dtype)
+        off_diagonal = 1.0 - torch.eye(top, dtype=s.dtype, device=s.device)
+        total = logistic_pair_sum(s, per_item, others, form="product", factor=off_diagonal, sigma=sigma)
+        n_real = others.sum(-1)
+        return total, (n_real * (n_real - 1.0)).sum()
+    neg = torch.full((), float("-inf"), dtype=s.dtype, device=s.device)
+    above, below = torch.where(valid, gain, neg), torch.where(valid, gain, -neg)
+    factor = LambdaWeight(scheme, k, mu).rank_factor(top, s)
+    total = logistic_pair_sum(s, above, below, form="gap", factor=factor, sigma=sigma)
+    return total, pairs.count(y, valid)
 
 
 def lambdarank_loss(
