@@ -307,14 +307,15 @@ def _print_tables(
 ) -> None:
     table = Table(
         title=f"Retrieval of {test_classes} unseen glyph classes (trained on {train_classes} others), mean ± std "
-        f"over {seeds} seeds"
+        f"over {seeds} seeds",
+        caption=f"* batches of {LARGE_BATCH} through the multi-stage step (the others: batches of {SMALL_BATCH})",
     )
     table.add_column("method", style="bold")
     for key in (*(f"R@{k}" for k in K), "MAP@R"):
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", no_wrap=True)
     for name, metrics in summary.items():
         cells = [f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}" for m in metrics.values()]
-        table.add_row(name + (" (batch 512, multi-stage)" if name in LARGE_BATCH_LOSSES else ""), *cells)
+        table.add_row(name + (" *" if name in LARGE_BATCH_LOSSES else ""), *cells)
     console.print(table)
     if not speed:
         return
