@@ -101,7 +101,10 @@ def _is_aten(name: str) -> bool:
 
 def counts(step: Any, leaf: torch.Tensor) -> dict[str, int]:
     """``{"aten_ops", "kernels", "host_syncs", "tolist"}`` of one ``step().backward()`` (after a warm-up call);
-    ``kernels`` are the aten ops less the views (:data:`VIEW_OPS`), which run no kernel."""
+    ``kernels`` are the aten ops less the views (:data:`VIEW_OPS`), which run no kernel. The profiled call runs
+    with one intra-op thread, so that a CPU computation whose blocks are otherwise shared by threads
+    (:mod:`pairloss._block_threads`) runs them all in the calling thread, where the profiler and the ``tolist``
+    counter see them: the same operators, on one thread."""
     leaf.grad = None
     step().backward()
     leaf.grad = None
@@ -109,10 +112,15 @@ def counts(step: Any, leaf: torch.Tensor) -> dict[str, int]:
     if leaf.is_cuda:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     counter = _ToListCounter()
-    with torch.profiler.profile(activities=activities) as profile, counter:
-        step().backward()
-        if leaf.is_cuda:
-            torch.cuda.synchronize()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.profiler.profile(activities=activities) as profile, counter:
+            step().backward()
+            if leaf.is_cuda:
+                torch.cuda.synchronize()
+    finally:
+        torch.set_num_threads(threads)
     events = profile.events()
     aten_ops = 0
     kernels = 0

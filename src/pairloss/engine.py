@@ -28,7 +28,8 @@ Two opt-in speed-ups for row functions that know more about themselves:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,6 +39,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from pairloss import links, memory
+from pairloss._block_threads import block_workers, run_blocks
 from pairloss._sparse_pairs import SparsePairWeights
 from pairloss._tracing import constant_when_traced, host_reads_allowed
 from pairloss.pairs import LabelPairs, PairSelector
@@ -197,6 +199,13 @@ def cross_rank_hook() -> CrossRankHook | None:
     return CROSS_RANK.get()
 
 
+#: On the CPU default path (see :func:`sync_free`) the engine's blocks are run in groups of this many consecutive
+#: blocks, one group at a time per thread (:mod:`pairloss._block_threads`); each group accumulates its reference
+#: gradient in a buffer of its own, added to the total in group order, so larger groups mean fewer buffers to clear
+#: and add, and smaller ones a finer share of the work between threads. The groups do not depend on the number of
+#: threads, and so neither do the results.
+BLOCKS_PER_GROUP = 4
+
 #: Largest single ``[b, M]`` temporary of an engine block on the sync-free path (:func:`sync_free`). Larger than
 #: :data:`pairloss.memory.MAX_TEMPORARY_BYTES` because the engine's big per-block tensors (the scores, the slopes)
 #: live in workspaces allocated once per call and reused by every block, so a block's size is not bounded by the
@@ -331,9 +340,15 @@ class _SlopeGradients:
     device on every block) and the slopes are applied by dense products. Otherwise (the CPU by default) each slope
     with at most :data:`SPARSE_SLOPE_DENSITY` non-zero entries is applied by sparse products, one read-back of its
     count per slope and block.
+
+    ``ordered=True`` (the CPU default, whose blocks may run on several threads, :mod:`pairloss._block_threads`):
+    the blocks come in fixed groups of consecutive blocks (:data:`BLOCKS_PER_GROUP`), each run by one thread in
+    order; a group's reference gradient goes to a buffer of its own, added to the total in group order as soon as
+    the groups before it are in, so the sum is the same for any number of threads (the query rows of the blocks
+    are disjoint and written in place).
     """
 
-    def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor) -> None:
+    def __init__(self, similarity: BaseSimilarity, query: Tensor, reference: Tensor, ordered: bool = False) -> None:
         self.similarity = similarity
         self.query = query
         self.reference = reference
@@ -341,15 +356,22 @@ class _SlopeGradients:
         self.n_stats = 0
         self.grad_query = query.new_zeros(0)
         self.grad_reference = reference.new_zeros(0)
+        self._lock = threading.Lock() if ordered else None  # none on the sync-free path (traced by torch.compile)
+        self._open: dict[int, tuple[int, Tensor]] = {}  # group -> (first column, reference gradient buffer)
+        self._waiting: dict[int, tuple[int, Tensor] | None] = {}
+        self._spare: list[Tensor] = []  # buffers of groups already added, reused (a fresh one costs page faults)
+        self._next_group = 0
 
-    def add(self, block: PairBlock, start: int, result: RowSums, factor: float) -> None:
+    def add(self, block: PairBlock, start: int, result: RowSums, factor: float, group: int = 0) -> None:
+        """Add the gradients of a block of group number ``group`` (which orders the reference gradients when
+        ``ordered``)."""
         slopes = result.slopes
         present = [k for k, slope in enumerate(slopes) if slope is not None]
-        if self.sloped is None:
-            self.n_stats, self.sloped = len(slopes), present
-            n_sloped, (n, d), m = len(present), self.query.shape, self.reference.shape[0]
-            self.grad_query = self.query.new_zeros(n_sloped, n, d)
-            self.grad_reference = self.reference.new_zeros(n_sloped, m, d)
+        if self._lock is None:
+            self._start(len(slopes), present)
+        else:
+            with self._lock:
+                self._start(len(slopes), present)
         if len(slopes) != self.n_stats or present != self.sloped:
             raise ValueError("the row function returned other sums or slopes than for earlier blocks")
         if not present:
@@ -357,7 +379,57 @@ class _SlopeGradients:
         b, width = block.sim.shape
         offset = block.column_offset
         grad_query = self.grad_query[:, start : start + b]
-        grad_reference = self.grad_reference[:, offset : offset + width]
+        if self._lock is None:
+            grad_reference = self.grad_reference[:, offset : offset + width]
+        else:
+            if group not in self._open:
+                self._open[group] = (offset, self._buffer(len(present), width))
+            first, buffer = self._open[group]
+            grad_reference = buffer[:, offset - first : offset - first + width]
+        self._add_block(block, result, present, factor, grad_query, grad_reference)
+
+    def _start(self, n_stats: int, present: list[int]) -> None:
+        """Allocate the accumulated gradients at the first block."""
+        if self.sloped is None:
+            self.n_stats, self.sloped = n_stats, present
+            n_sloped, (n, d), m = len(present), self.query.shape, self.reference.shape[0]
+            self.grad_query = self.query.new_zeros(n_sloped, n, d)
+            self.grad_reference = self.reference.new_zeros(n_sloped, m, d)
+
+    def _buffer(self, n_sloped: int, width: int) -> Tensor:
+        """A zeroed ``[n_sloped, width, D]`` buffer for one group's reference gradient (a view of a flat one)."""
+        assert self._lock is not None
+        with self._lock:
+            flat = self._spare.pop() if self._spare else None
+        if flat is None:
+            flat = self.grad_reference.new_empty(self.grad_reference.numel())
+        return flat[: n_sloped * width * self.grad_reference.shape[2]].view(n_sloped, width, -1).zero_()
+
+    def settle(self, group: int) -> None:
+        """Hand in ``group``'s reference gradient (when ``ordered``, after its last block) and add every waiting
+        one whose predecessors are all in."""
+        assert self._lock is not None
+        with self._lock:
+            self._waiting[group] = self._open.pop(group, None)
+            while self._next_group in self._waiting:
+                part = self._waiting.pop(self._next_group)
+                if part is not None:
+                    first, buffer = part
+                    self.grad_reference[:, first : first + buffer.shape[1]].add_(buffer)
+                    assert buffer._base is not None  # a view of a flat buffer (_buffer)
+                    self._spare.append(buffer._base)
+                self._next_group += 1
+
+    def _add_block(
+        self,
+        block: PairBlock,
+        result: RowSums,
+        present: list[int],
+        factor: float,
+        grad_query: Tensor,
+        grad_reference: Tensor,
+    ) -> None:
+        slopes = result.slopes
         sparse = (
             SPARSE_SLOPE_DENSITY > 0
             and not sync_free(block.sim.device)
@@ -405,34 +477,62 @@ class _SlopeGradients:
         return grad_query, grad_reference
 
 
+def _accumulate(total: Tensor | None, sums: Tensor | None, factor: float) -> Tensor:
+    """``total + factor · sums`` in float64, in place (a new total when ``total`` is ``None``)."""
+    assert sums is not None  # every block has run
+    if total is None:
+        total = torch.zeros(sums.shape, dtype=torch.float64, device=sums.device)
+    return total.add_(sums, alpha=factor)
+
+
 class _RowBlockSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, plan: _Plan, query: Tensor, own_reference: Tensor | None, *params: Tensor) -> Tensor:
         # ``own_reference`` is None when the queries are their own references (one tensor, passed once)
+        # On the CPU default path the blocks are shared by threads (one per intra-op thread, each running
+        # single-threaded kernels, see pairloss._block_threads): each block's sums go to their own slot and its
+        # reference gradient is added in block order, so the result is the same for any number of threads. The
+        # sync-free path (accelerators, torch.compile) runs the blocks in order in the calling thread.
         reference = query if own_reference is None else own_reference
-        total: Tensor | None = None
-        slope_gradients: _SlopeGradients | None = None
         factor = 2.0 if plan.symmetric else 1.0
-        with torch.no_grad():
+        blocks = plan.blocks(query.shape[0])
+        ordered = not sync_free(query.device)
+        per_group = BLOCKS_PER_GROUP if ordered else len(blocks)
+        n_groups = -(-len(blocks) // per_group)
+        slope_gradients = _SlopeGradients(plan.similarity, query, reference, ordered)
+        slots: list[Tensor | None] = [None] * len(blocks)
+
+        def run(groups: Iterator[int]) -> None:
             workspace = _Workspace(plan.similarity, query, reference, plan.block_size)
-            for start, stop in plan.blocks(query.shape[0]):
-                block, result = plan.block_result(query[start:stop], reference, start, params, workspace)
-                if isinstance(result, RowSums):
-                    if plan.wants_gradient and any(p.requires_grad for p in params):
-                        raise ValueError("a row function that returns RowSums cannot take differentiable params")
-                    if plan.wants_gradient:
-                        if slope_gradients is None:
-                            slope_gradients = _SlopeGradients(plan.similarity, query, reference)
-                        slope_gradients.add(block, start, result, factor)
-                    sums = result.values
-                else:
-                    sums = result
-                if total is None:
-                    total = torch.zeros(sums.shape, dtype=torch.float64, device=sums.device)
-                total.add_(sums, alpha=factor)
+            for group in groups:
+                for index in range(group * per_group, min((group + 1) * per_group, len(blocks))):
+                    start, stop = blocks[index]
+                    block, result = plan.block_result(query[start:stop], reference, start, params, workspace)
+                    if isinstance(result, RowSums):
+                        if plan.wants_gradient and any(p.requires_grad for p in params):
+                            raise ValueError("a row function that returns RowSums cannot take differentiable params")
+                        if plan.wants_gradient:
+                            slope_gradients.add(block, start, result, factor, group)
+                        sums = result.values
+                    else:
+                        sums = result
+                    if ordered:  # a copy: the row function may return a view of what the next block overwrites
+                        slots[index] = sums.to(torch.float64, copy=True)
+                    else:
+                        slots[0] = _accumulate(slots[0], sums, factor)  # in block order, as it comes
+                if ordered:
+                    slope_gradients.settle(group)
+
+        with torch.no_grad():
+            run_blocks(n_groups, block_workers(query.device, n_groups) if ordered else 1, run)
+            total = slots[0]
+            if ordered:
+                total = None
+                for sums in slots:
+                    total = _accumulate(total, sums, factor)
         assert total is not None  # the engine is only called with at least one row
         ctx.plan = plan
-        ctx.slope_gradients = slope_gradients
+        ctx.slope_gradients = None if slope_gradients.sloped is None else slope_gradients
         ctx.shared = own_reference is None
         ctx.save_for_backward(query, *params) if ctx.shared else ctx.save_for_backward(query, reference, *params)
         return total.to(query.dtype)

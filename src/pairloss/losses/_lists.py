@@ -8,9 +8,7 @@ Python loop over groups.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +16,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from pairloss import memory
+from pairloss._block_threads import block_workers, run_blocks
 from pairloss._validation import check_floating, check_tensor, checks_enabled
 from pairloss.links import Link
 from pairloss.modules import BatchAxis
@@ -275,56 +274,14 @@ def _pair_weights(a: Tensor, b: Tensor, form: str, factor: Tensor | None, out: T
     return out if factor is None else out.mul_(factor)
 
 
-def _block_workers(device: torch.device, n_blocks: int) -> int:
-    """How many threads share the blocks of a CPU computation: one per intra-op thread (each block's kernels then
-    run on one thread), one on other devices, for a single block, and while :func:`torch.compile` traces."""
-    if device.type != "cpu" or n_blocks < 2 or torch.compiler.is_compiling():
-        return 1
-    return min(torch.get_num_threads(), n_blocks)
-
-
-def _run_blocks(n_blocks: int, workers: int, run: Callable[[Iterator[int]], None]) -> None:
-    """``run(block indices)`` on ``workers`` threads that take the next block when they finish one, with every
-    kernel on one thread meanwhile (``torch.set_num_threads(1)``, restored after); in the calling thread when
-    ``workers`` is 1. On a busy machine a thread that loses its core delays only its own block, where a kernel
-    split across threads waits for the slowest of them at every step."""
-    if workers == 1:
-        run(iter(range(n_blocks)))
-        return
-    lock = threading.Lock()
-    pending = iter(range(n_blocks))
-
-    def claimed() -> Iterator[int]:
-        while True:
-            with lock:
-                index = next(pending, None)
-            if index is None:
-                return
-            yield index
-
-    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: the workers take the caller's
-
-    def work() -> None:
-        with torch.inference_mode(inference), torch.no_grad():
-            run(claimed())
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            for future in [pool.submit(work) for _ in range(workers)]:
-                future.result()
-    finally:
-        torch.set_num_threads(threads)
-
-
 class _LogisticPairSums(torch.autograd.Function):
     """``Σ_ij W_ij log(1 + e^{−σ(s_i − s_j)})`` over all lists, block by block, with the gradient formed in the same
     pass: ``∂/∂s_i = σ Σ_j (W_ji q_ji − W_ij q_ij)``, ``q_ij = sigmoid(−σ(s_i − s_j))``. Per block: the weights, one
     broadcast difference, one log-sigmoid, one sigmoid, written into three ``[b, L, L]`` workspaces allocated once
     per thread and reused by each of its blocks (fresh temporaries cost more than the arithmetic on them); no masks,
-    no host synchronisation. On the CPU the blocks are shared by threads (:func:`_run_blocks`); each block's sum
-    goes to its own slot, so the total is the same for any schedule."""
+    no host synchronisation. On the CPU the blocks are shared by threads
+    (:func:`pairloss._block_threads.run_blocks`); each block's sum goes to its own slot, so the total is the same
+    for any schedule."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -359,7 +316,7 @@ class _LogisticPairSums(torch.autograd.Function):
                     q = z.neg_().sigmoid_().mul_(weights)
                     grad[start:stop] = q.sum(1) - q.sum(2)
 
-        _run_blocks(len(blocks), _block_workers(scores.device, len(blocks)), run)
+        run_blocks(len(blocks), block_workers(scores.device, len(blocks)), run)
         if grad is not None:
             ctx.save_for_backward(grad if sigma == 1.0 else grad.mul_(sigma))
         return totals.sum().to(scores.dtype)
