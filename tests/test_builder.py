@@ -330,3 +330,15 @@ def test_spec_rejects_parts_that_do_not_fit() -> None:
         loss(x)
     with pytest.raises(ValueError, match="ref_emb="):
         loss(x, y, x)
+
+
+@pytest.mark.parametrize(
+    "base",
+    [pairloss.pairs.PairSelector, pairloss.weights.PairWeight, pairloss.weights.ListWeight, pairloss.miners.BaseMiner],
+)
+def test_the_extension_bases_are_abstract(base: type) -> None:
+    """A part that does not implement its one method fails when it is made, not when a loss first calls it."""
+    with pytest.raises(TypeError, match="abstract"):
+        base()
+    with pytest.raises(TypeError, match="abstract"):
+        type("Incomplete", (base,), {})()

@@ -309,3 +309,10 @@ def test_two_ranks_edge_cases(ranks: list[dict[str, Any]]) -> None:
     assert "scores must keep its shape beyond the first axis" in ranks[0]["error/columns"]
     assert "across ranks" in ranks[0]["error/columns"]
     assert "AUC has no data" in ranks[0]["error/empty"]
+
+
+def test_the_metric_base_is_abstract() -> None:
+    from pairloss.metrics.stateful import Metric
+
+    with pytest.raises(TypeError, match="abstract"):
+        type("Incomplete", (Metric,), {"fields": ()})()

@@ -24,6 +24,7 @@ miner                       returns    selects
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -92,7 +93,7 @@ def _concatenate(pieces: Sequence[tuple[Tensor, ...]], parts: int, device: torch
     return tuple(torch.cat([piece[k] for piece in pieces]) for k in range(parts))
 
 
-class BaseMiner(nn.Module):
+class BaseMiner(nn.Module, ABC):
     """A miner: ``miner(embeddings, labels, ref_emb=None, ref_labels=None) -> indices_tuple`` (no gradient)."""
 
     def __init__(self, distance: BaseSimilarity | None = None) -> None:
@@ -110,10 +111,11 @@ class BaseMiner(nn.Module):
             embeddings, labels, ref_emb, ref_labels = check_pair_inputs(embeddings, labels, ref_emb, ref_labels)
             return self.mine(embeddings.detach(), labels, None if ref_emb is None else ref_emb.detach(), ref_labels)
 
+    @abstractmethod
     def mine(
         self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None, ref_labels: Tensor | None
     ) -> tuple[Tensor, ...]:
-        raise NotImplementedError
+        """The mined indices (PML's ``indices_tuple`` form) of detached, checked inputs."""
 
     def _blocks(
         self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None, ref_labels: Tensor | None, copies: int = 8

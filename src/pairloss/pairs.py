@@ -19,6 +19,7 @@ selector ever builds the ``N × M`` masks of the whole batch.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -91,7 +92,7 @@ class BlockPairs:
     triplets: tuple[Tensor, Tensor, Tensor] | None = None
 
 
-class PairSelector:
+class PairSelector(ABC):
     """Chooses the positive and negative pairs of each block of anchors (see the module notes).
 
     ``symmetric`` is true when the selection of ``(i, j)`` and ``(j, i)`` is the same for a batch compared with
@@ -101,6 +102,7 @@ class PairSelector:
     symmetric: bool = False
     needs_labels: bool = True
 
+    @abstractmethod
     def block(
         self,
         query_labels: Tensor,
@@ -115,7 +117,6 @@ class PairSelector:
         ``self_offset`` is the column of query 0 when the references contain the queries (``None`` otherwise);
         ``upper_triangle`` asks for the pairs ``j > i`` only (the engine's symmetric mode).
         """
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -26,6 +26,7 @@ Neighbouring pixels: :class:`DistanceAware`, BoxSnake's colour affinity ``exp(âˆ
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 
-class PairWeight:
+class PairWeight(ABC):
     """A weight of the pairs of a block of embeddings.
 
     ``on = "loss"`` multiplies each pair's loss, ``on = "margin"`` each pair's margin inside the link.
@@ -58,11 +59,11 @@ class PairWeight:
 
     on: str = "loss"
 
+    @abstractmethod
     def __call__(self, sim: Tensor, mask: Tensor | None, positive: bool) -> Tensor | float:
         """Weights of the pairs in ``mask`` (``[b, M]``, or a scalar for all) given the block's scores ``sim``;
         ``positive`` says which kind of pair ``mask`` holds. Only the entries on ``mask`` are used. A margin weight
         is elementwise and is called with gathered scores and ``mask=None``."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
@@ -182,12 +183,12 @@ def top_n_membership(scores: Tensor, relevance: Tensor, valid: Tensor, top_n: in
     return predicted | true
 
 
-class ListWeight:
+class ListWeight(ABC):
     """A weight of the pairs ``(i, j)`` of ranked lists, from the current (detached) scores and the relevance."""
 
+    @abstractmethod
     def __call__(self, scores: Tensor, relevance: Tensor, valid: Tensor) -> Tensor | float:
         """``[B, L, L]`` weights (or a scalar) for lists ``scores [B, L]``, ``relevance [B, L]``, ``valid [B, L]``."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())

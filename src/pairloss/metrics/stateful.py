@@ -23,6 +23,7 @@ without data contributes nothing, and inputs that cannot be joined raise the sam
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -130,7 +131,7 @@ def _join(batches: Sequence[Tensor], field: Field) -> Tensor:
     return torch.cat(padded)
 
 
-class Metric(nn.Module):
+class Metric(nn.Module, ABC):
     """Base of the stateful metrics: keeps the batches of each :class:`Field`, computes on their concatenation.
 
     Subclasses set ``fields`` and implement :meth:`evaluate` (the functional metric on complete inputs).
@@ -176,9 +177,9 @@ class Metric(nn.Module):
             raise ValueError(f"{type(self).__name__} has no data: call update() before compute()")
         return self.evaluate(**inputs)
 
+    @abstractmethod
     def evaluate(self, **inputs: Tensor | None) -> Any:
         """The functional metric on complete inputs (one tensor, or ``None``, per field)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------------------
 
